@@ -1,0 +1,172 @@
+"""The Dreamer agent [D §3-4, ref dreamer.py]: world model, actor, value and the train step."""
+
+from dreamer_lsp import networks
+from dreamer_lsp._tf import tf, tfd
+from dreamer_lsp.utils import Adam, lambda_return
+
+
+def compute_dtype(precision):
+    """float16 when `precision` is 16 and a GPU is present, else float32 (with one notice)."""
+    if precision not in (16, 32):
+        raise ValueError(f'precision must be 16 or 32, got {precision}')
+    if precision == 16 and not tf.config.list_physical_devices('GPU'):
+        print('Notice: precision 16 needs a GPU; no GPU found, training in float32.')
+        return tf.float32
+    return tf.float16 if precision == 16 else tf.float32
+
+
+class WorldModel(tf.Module):
+    """Encoder, RSSM, observation decoder and reward head, trained by the VIB objective [D §3]."""
+
+    def __init__(self, config, obs_space, action_size, rng, dtype=tf.float32):
+        super().__init__(name='world_model')
+        model = config.model
+        self.obs_key = 'image' if 'image' in obs_space else 'features'
+        self.dtype = dtype
+        if self.obs_key == 'image':
+            self.encoder = networks.ConvEncoder(rng, model.cnn_depth, model.cnn_act)
+        else:
+            size = obs_space['features'][0][0]
+            self.encoder = networks.MLPEncoder(rng, size, model.mlp_layers, model.mlp_units, model.dense_act)
+        self.rssm = networks.RSSM(
+            rng, action_size, self.encoder.embed_size, model.stoch, model.deter, model.hidden, model.dense_act
+        )
+        feat = self.rssm.feat_size
+        if self.obs_key == 'image':
+            self.decoder = networks.ConvDecoder(rng, feat, model.cnn_depth, model.cnn_act)
+        else:
+            self.decoder = networks.GaussianMLP(
+                rng, feat, size, model.mlp_layers, model.mlp_units, model.dense_act, model.min_std, model.max_std
+            )
+        self.reward = networks.NormalHead(rng, feat, model.reward_layers, model.units, model.dense_act)
+        self.free_nats, self.kl_scale = model.free_nats, model.kl_scale
+
+    def preprocess(self, obs):
+        """Images to [-0.5, 0.5] in the compute dtype; features cast to the compute dtype."""
+        x = obs[self.obs_key]
+        if self.obs_key == 'image':
+            return tf.cast(x, self.dtype) / 255.0 - 0.5
+        return tf.cast(x, self.dtype)
+
+    def target(self, obs):
+        """The decoder's target in float32."""
+        x = obs[self.obs_key]
+        return tf.cast(x, tf.float32) / 255.0 - 0.5 if self.obs_key == 'image' else tf.cast(x, tf.float32)
+
+    def loss(self, data):
+        """The model loss of a [B, T] batch; returns loss, posterior states and metrics."""
+        embed = self.encoder(self.preprocess(data))
+        action = tf.cast(data['action'], self.dtype)
+        post, prior = self.rssm.observe(embed, action)
+        feat = self.rssm.feat(post)
+        obs_like = tf.reduce_mean(self.decoder(feat).log_prob(self.target(data)))
+        reward_like = tf.reduce_mean(self.reward(feat).log_prob(tf.cast(data['reward'], tf.float32)))
+        kl = tf.reduce_mean(tfd.kl_divergence(self.rssm.dist(post), self.rssm.dist(prior)))
+        # Free nats on the batch-mean KL, as the reference (not per step or per dimension).
+        div = tf.maximum(kl, self.free_nats)
+        loss = self.kl_scale * div - obs_like - reward_like
+        metrics = dict(
+            model_loss=loss,
+            kl=kl,
+            obs_loss=-obs_like,
+            reward_loss=-reward_like,
+            prior_ent=tf.reduce_mean(self.rssm.dist(prior).entropy()),
+            post_ent=tf.reduce_mean(self.rssm.dist(post).entropy()),
+        )
+        return loss, post, metrics
+
+
+class Dreamer(tf.Module):
+    """World model plus actor-critic learned in imagination; `train` is one compiled update."""
+
+    def __init__(self, config, obs_space, action_size, dtype=None):
+        super().__init__(name='dreamer')
+        self.config = config
+        self.action_size = action_size
+        self.dtype = dtype or compute_dtype(config.precision)
+        self.rng = tf.random.Generator.from_seed(config.seed)
+        self.world_model = WorldModel(config, obs_space, action_size, self.rng, self.dtype)
+        feat = self.world_model.rssm.feat_size
+        model = config.model
+        self.actor = networks.ActionHead(
+            self.rng, feat + self.actor_extra_inputs, action_size, config.actor.layers, model.units,
+            model.dense_act, config.actor.init_std, config.actor.min_std, config.actor.mean_scale,
+        )
+        self.value = networks.NormalHead(self.rng, feat, config.value.layers, model.units, model.dense_act)
+        scaling = self.dtype == tf.float16
+        self.model_opt = Adam('model_opt', [self.world_model], model.lr, config.grad_clip, config.adam_eps, scaling)
+        self.actor_opt = Adam('actor_opt', [self.actor], config.actor.lr, config.grad_clip, config.adam_eps, scaling)
+        self.value_opt = Adam('value_opt', [self.value], config.value.lr, config.grad_clip, config.adam_eps, scaling)
+        self.train = tf.function(self._train)
+        self.policy = tf.function(self._policy)
+
+    actor_extra_inputs = 0
+
+    def _train(self, data):
+        """One update of model, actor and value in this order [ref Dreamer._train]."""
+        with tf.GradientTape() as model_tape:
+            model_loss, post, metrics = self.world_model.loss(data)
+        start = {k: tf.stop_gradient(v) for k, v in post.items()}
+        with tf.GradientTape() as actor_tape:
+            imag_feat, weights, returns, behavior_metrics = self.imagine_returns(start)
+            actor_loss = -tf.reduce_mean(weights * returns)
+        with tf.GradientTape() as value_tape:
+            value_pred = self.value(imag_feat[:-1])
+            value_loss = -tf.reduce_mean(weights * value_pred.log_prob(tf.stop_gradient(returns)))
+        metrics.update(behavior_metrics)
+        metrics['model_grad_norm'] = self.model_opt.minimize(model_tape, model_loss)
+        metrics['actor_grad_norm'] = self.actor_opt.minimize(actor_tape, actor_loss)
+        metrics['value_grad_norm'] = self.value_opt.minimize(value_tape, value_loss)
+        metrics.update(actor_loss=actor_loss, value_loss=value_loss)
+        metrics['action_ent'] = tf.reduce_mean(self.actor(self.world_model.rssm.feat(post)).entropy())
+        return metrics
+
+    def imagine_returns(self, start):
+        """Imagine `horizon` steps from every start state; returns features, weights, λ-returns.
+
+        start: dict of [B, T, ...] posterior states, flattened to B*T starts.
+        Shapes: features [H, N, F]; weights and returns [H - 1, N].
+        """
+        rssm = self.world_model.rssm
+        state = {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in start.items()}
+        feats = []
+        for _ in range(self.config.horizon):
+            # The actor sees stopped features; gradients reach it through the dynamics [ref].
+            action = self.actor(tf.stop_gradient(rssm.feat(state))).sample()
+            state = rssm.img_step(state, tf.cast(action, self.dtype))
+            feats.append(rssm.feat(state))
+        imag_feat = tf.stack(feats, 0)
+        reward = self.world_model.reward(imag_feat).mode()
+        value = self.value(imag_feat).mode()
+        pcont = self.config.discount * tf.ones_like(reward)
+        returns = lambda_return(reward[:-1], value[:-1], pcont[:-1], value[-1], self.config.return_lambda)
+        weights = tf.stop_gradient(tf.math.cumprod(tf.concat([tf.ones_like(pcont[:1]), pcont[:-2]], 0), 0))
+        metrics = dict(imag_reward=tf.reduce_mean(reward), imag_value=tf.reduce_mean(value))
+        return imag_feat, weights, returns, metrics
+
+    def initial_state(self, batch_size=1):
+        """The acting state before the first observation: zero latent and zero action."""
+        latent = self.world_model.rssm.initial(batch_size, self.dtype)
+        return latent, tf.zeros((batch_size, self.action_size), self.dtype)
+
+    def _policy(self, obs, state, explore):
+        """One acting step: filter the observation, then sample (explore) or take the mode."""
+        latent, prev_action = state
+        embed = self.world_model.encoder(self.world_model.preprocess(obs))
+        latent, _ = self.world_model.rssm.obs_step(latent, prev_action, embed)
+        dist = self.actor(self.world_model.rssm.feat(latent))
+        if explore:
+            action = dist.sample()
+            noise = self.config.actor.expl_amount * self.rng.normal(tf.shape(action))
+            action = tf.clip_by_value(action + noise, -1.0, 1.0)
+        else:
+            action = dist.mode()
+            if self.config.actor.eval_noise:
+                noise = self.config.actor.eval_noise * self.rng.normal(tf.shape(action))
+                action = tf.clip_by_value(action + noise, -1.0, 1.0)
+        return action, (latent, tf.cast(action, self.dtype))
+
+    def act(self, obs, state, explore):
+        """Acting step for the environment loop: returns a NumPy action [A], state, extras."""
+        action, state = self.policy(obs, state, explore)
+        return action.numpy()[0], state, {}

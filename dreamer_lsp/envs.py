@@ -1,0 +1,441 @@
+"""DeepMind Control environments, Dreamer's wrappers, and a worker process that isolates MuJoCo.
+
+TensorFlow and MuJoCo's EGL renderer crash when they share a process, so this module never imports
+TensorFlow and imports dm_control only inside `DMCEnv`. The training process steps environments
+through `ProcessEnv`, which runs `make_env` in a spawned worker process.
+"""
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import traceback
+import types
+import weakref
+
+import numpy as np
+
+OBS_TYPES = ('features', 'pixels')
+
+_CLOSE_TIMEOUT = 5.0
+_START_LOCK = threading.Lock()
+
+
+def _quadruped_tasks():
+    """Imports the custom quadruped tasks on demand (they import dm_control)."""
+    from dreamer_lsp import quadruped_tasks
+
+    return quadruped_tasks
+
+
+def _split_task(task, domains):
+    """Splits '<domain>_<task>', preferring the longest known domain (some contain '_')."""
+    for domain in sorted(domains, key=len, reverse=True):
+        if task.startswith(domain + '_'):
+            return domain, task[len(domain) + 1 :]
+    domain, _, name = task.partition('_')
+    return domain, name
+
+
+class DMCEnv:
+    """A DeepMind Control task with proprioceptive features or pixels, plus the physics state."""
+
+    def __init__(
+        self,
+        task: str,
+        obs_type: str = 'features',
+        size=(64, 64),
+        camera: int | None = None,
+        seed: int = 0,
+        render_video: bool = False,
+        video_size=(64, 64),
+        task_params: dict | None = None,
+    ):
+        if obs_type not in OBS_TYPES:
+            raise ValueError(f'obs_type must be one of {", ".join(OBS_TYPES)}; got {obs_type!r}')
+        from dm_control import suite
+
+        domain, name = _split_task(task, suite.TASKS_BY_DOMAIN)
+        if domain == 'quadruped' and name in _quadruped_tasks().TASKS:
+            self._env = _quadruped_tasks().load(name, seed=seed, **(task_params or {}))
+        elif (domain, name) in suite.ALL_TASKS:
+            if task_params:
+                raise ValueError(f'task_params only apply to custom quadruped tasks, not {task!r}')
+            self._env = suite.load(domain, name, task_kwargs={'random': seed})
+        else:
+            valid = ['_'.join(pair) for pair in suite.ALL_TASKS]
+            valid += [f'quadruped_{custom}' for custom in _quadruped_tasks().TASKS]
+            raise ValueError(f'Unknown task {task!r}; valid tasks: {", ".join(valid)}')
+        self._obs_type = obs_type
+        self._size = tuple(size)
+        self._camera = (2 if domain == 'quadruped' else 0) if camera is None else camera
+        self._render_video = render_video and obs_type == 'features'
+        self._video_size = tuple(video_size)
+        spec = self._env.action_spec()
+        self._action_size = int(np.prod(spec.shape))
+        self._action_bounds = (
+            np.broadcast_to(spec.minimum, spec.shape).astype(np.float32),
+            np.broadcast_to(spec.maximum, spec.shape).astype(np.float32),
+        )
+        # A probe reset gives the exact keys and shapes (the arena size depends on the episode);
+        # rewinding the RNG afterwards keeps the first real episode identical to an unprobed one.
+        state = self.random_state()
+        self._obs_space = {key: (value.shape, value.dtype) for key, value in self.reset().items()}
+        self.set_random_state(state)
+
+    @property
+    def obs_space(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Maps every observation key to its (shape, dtype)."""
+        return dict(self._obs_space)
+
+    @property
+    def action_size(self) -> int:
+        """The number of action dimensions."""
+        return self._action_size
+
+    @property
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (low, high) float32 bounds of the action."""
+        return self._action_bounds
+
+    def reset(self) -> dict:
+        """Starts an episode and returns its first observation."""
+        return self._observation(self._env.reset())
+
+    def step(self, action) -> tuple[dict, float, bool, dict]:
+        """Applies one action; returns (obs, reward, done, {'discount': float})."""
+        action = np.asarray(action)
+        if action.shape != (self._action_size,):
+            raise ValueError(
+                f'Expected an action of shape ({self._action_size},); got {action.shape}'
+            )
+        time_step = self._env.step(action)
+        reward = 0.0 if time_step.reward is None else float(time_step.reward)
+        discount = 1.0 if time_step.discount is None else float(time_step.discount)
+        return self._observation(time_step), reward, bool(time_step.last()), {'discount': discount}
+
+    def random_state(self):
+        """Returns the picklable state of the task's random number generator."""
+        return self._env.task.random.get_state()
+
+    def set_random_state(self, state):
+        """Restores a state returned by `random_state`."""
+        self._env.task.random.set_state(state)
+
+    def close(self):
+        """Releases the environment."""
+        self._env.close()
+
+    def _observation(self, time_step):
+        physics = self._env.physics
+        obs = {}
+        if self._obs_type == 'features':
+            obs['features'] = np.concatenate(
+                [np.asarray(value, np.float32).ravel() for value in time_step.observation.values()]
+            )
+        else:
+            obs['image'] = physics.render(*self._size, camera_id=self._camera)
+        obs['qpos'] = physics.data.qpos.copy()
+        obs['qvel'] = physics.data.qvel.copy()
+        if hasattr(self._env.task, 'arena_params'):
+            obs['arena'] = np.asarray(self._env.task.arena_params(), np.float32)
+        if self._render_video:
+            obs['video'] = physics.render(*self._video_size, camera_id=self._camera)
+        return obs
+
+
+class _Wrapper:
+    """Forwards the environment interface to a wrapped environment."""
+
+    def __init__(self, env):
+        self._env = env
+
+    @property
+    def obs_space(self):
+        return self._env.obs_space
+
+    @property
+    def action_size(self):
+        return self._env.action_size
+
+    @property
+    def action_bounds(self):
+        return self._env.action_bounds
+
+    def reset(self):
+        return self._env.reset()
+
+    def step(self, action):
+        return self._env.step(action)
+
+    def random_state(self):
+        return self._env.random_state()
+
+    def set_random_state(self, state):
+        self._env.set_random_state(state)
+
+    def close(self):
+        self._env.close()
+
+
+class ActionRepeat(_Wrapper):
+    """Repeats every action `amount` times, summing the rewards and stopping early when done."""
+
+    def __init__(self, env, amount: int):
+        if amount < 1:
+            raise ValueError(f'ActionRepeat amount must be at least 1; got {amount}')
+        super().__init__(env)
+        self._amount = amount
+
+    def step(self, action):
+        """Steps the wrapped environment up to `amount` times with the same action."""
+        total = 0.0
+        for _ in range(self._amount):
+            obs, reward, done, info = self._env.step(action)
+            total += reward
+            if done:
+                break
+        return obs, total, done, info
+
+
+class NormalizeActions(_Wrapper):
+    """Takes actions in [-1, 1] (clipped) and maps them linearly to the wrapped env's bounds."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self._low, self._high = (np.asarray(bound) for bound in env.action_bounds)
+        if not (np.isfinite(self._low).all() and np.isfinite(self._high).all()):
+            raise ValueError('NormalizeActions needs finite action bounds')
+
+    @property
+    def action_bounds(self):
+        """The (-1, 1) bounds of the normalized action."""
+        return -np.ones_like(self._low), np.ones_like(self._high)
+
+    def step(self, action):
+        """Clips the action to [-1, 1], rescales it to the wrapped bounds and steps."""
+        action = np.clip(action, -1.0, 1.0)
+        return self._env.step(self._low + (action + 1.0) / 2.0 * (self._high - self._low))
+
+
+class TimeLimit(_Wrapper):
+    """Ends episodes after `duration` steps as a truncation (discount 1), not a termination."""
+
+    def __init__(self, env, duration: int):
+        if duration < 1:
+            raise ValueError(f'TimeLimit duration must be at least 1; got {duration}')
+        super().__init__(env)
+        self._duration = duration
+        self._step = None
+
+    def reset(self):
+        """Starts an episode and restarts the step counter."""
+        self._step = 0
+        return self._env.reset()
+
+    def step(self, action):
+        """Steps the wrapped environment; done once `duration` steps have passed."""
+        if self._step is None:
+            raise RuntimeError('step() called on a finished (or never reset) episode; call reset()')
+        obs, reward, done, info = self._env.step(action)
+        self._step += 1
+        if self._step >= self._duration and not done:
+            done = True
+            info = dict(info, discount=1.0)
+        if done:
+            self._step = None
+        return obs, reward, done, info
+
+
+def make_env(
+    task,
+    obs_type='features',
+    action_repeat=2,
+    time_limit=1000,
+    seed=0,
+    size=(64, 64),
+    camera=None,
+    render_video=False,
+    video_size=(64, 64),
+    task_params=None,
+):
+    """Builds a DMCEnv with normalized, repeated actions and a limit of `time_limit` env steps."""
+    env = DMCEnv(
+        task,
+        obs_type=obs_type,
+        size=size,
+        camera=camera,
+        seed=seed,
+        render_video=render_video,
+        video_size=video_size,
+        task_params=task_params,
+    )
+    env = NormalizeActions(ActionRepeat(env, action_repeat))
+    return TimeLimit(env, time_limit // action_repeat)
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Keeps spawn from re-importing the parent's main module in a worker started meanwhile.
+
+    A training script typically imports TensorFlow at top level, and TensorFlow next to dm_control
+    crashes the worker.
+    """
+    with _START_LOCK:
+        main = sys.modules['__main__']
+        sys.modules['__main__'] = types.ModuleType('__main__')
+        try:
+            yield
+        finally:
+            sys.modules['__main__'] = main
+
+
+def _worker(conn, make_env_kwargs):
+    """Serves one `make_env` environment over `conn` until told to close or the parent is gone."""
+    # Ctrl-C reaches the whole process group; the parent decides when its workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault('MUJOCO_GL', 'egl')
+    try:
+        env = make_env(**make_env_kwargs)
+    except Exception:
+        conn.send(('error', traceback.format_exc()))
+        return
+    try:
+        conn.send(('ok', (env.obs_space, env.action_size, env.action_bounds)))
+        while True:
+            method, args = conn.recv()
+            if method == 'close':
+                break
+            try:
+                reply = ('ok', getattr(env, method)(*args))
+            except Exception:
+                reply = ('error', traceback.format_exc())
+            conn.send(reply)
+    except (EOFError, ConnectionError):
+        pass  # The parent is gone.
+    finally:
+        env.close()
+        conn.close()
+
+
+def _shutdown(process, conn):
+    """Asks the worker to exit and terminates it if it has not within a few seconds."""
+    if process.is_alive():
+        with contextlib.suppress(OSError):
+            conn.send(('close', ()))
+        process.join(_CLOSE_TIMEOUT)
+        if process.is_alive():
+            process.terminate()
+            process.join(_CLOSE_TIMEOUT)
+    conn.close()
+
+
+class ProcessEnv:
+    """A `make_env(**make_env_kwargs)` environment running in a spawned worker process.
+
+    Besides the synchronous interface, `step_async` and `step_wait` let the caller overlap its own
+    work with the physics. Errors in the worker are raised here as RuntimeError with the worker's
+    traceback; a dead worker raises RuntimeError instead of hanging.
+    """
+
+    def __init__(self, **make_env_kwargs):
+        context = multiprocessing.get_context('spawn')
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(
+            target=_worker,
+            args=(child_conn, make_env_kwargs),
+            name=f'env-{make_env_kwargs.get("task")}',
+            daemon=True,
+        )
+        with _main_module_hidden():
+            self._process.start()
+        child_conn.close()
+        # Runs at most once: on close(), on garbage collection, or at interpreter exit.
+        self._finalizer = weakref.finalize(self, _shutdown, self._process, self._conn)
+        self._pending = False
+        try:
+            self._obs_space, self._action_size, self._action_bounds = self._receive()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def obs_space(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Maps every observation key to its (shape, dtype)."""
+        return dict(self._obs_space)
+
+    @property
+    def action_size(self) -> int:
+        """The number of action dimensions."""
+        return self._action_size
+
+    @property
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (low, high) bounds of the action."""
+        return self._action_bounds
+
+    def reset(self) -> dict:
+        """Starts an episode and returns its first observation."""
+        return self._call('reset')
+
+    def step(self, action) -> tuple[dict, float, bool, dict]:
+        """Applies one action; returns (obs, reward, done, info)."""
+        self.step_async(action)
+        return self.step_wait()
+
+    def step_async(self, action):
+        """Sends an action to the worker without waiting for the result."""
+        self._send('step', np.asarray(action))
+        self._pending = True
+
+    def step_wait(self) -> tuple[dict, float, bool, dict]:
+        """Waits for the result of the last `step_async`."""
+        if not self._pending:
+            raise RuntimeError('step_wait() called without a pending step_async()')
+        self._pending = False
+        return self._receive()
+
+    def random_state(self):
+        """Returns the picklable state of the task's random number generator."""
+        return self._call('random_state')
+
+    def set_random_state(self, state):
+        """Restores a state returned by `random_state`."""
+        self._call('set_random_state', state)
+
+    def close(self):
+        """Stops the worker; safe to call more than once."""
+        self._finalizer()
+
+    def _call(self, method, *args):
+        self._send(method, *args)
+        return self._receive()
+
+    def _send(self, method, *args):
+        if not self._finalizer.alive:
+            raise RuntimeError('environment is closed')
+        if self._pending:
+            raise RuntimeError(f'{method}() called before step_wait() collected the pending step')
+        try:
+            self._conn.send((method, args))
+        except ConnectionError:
+            self._raise_died()
+
+    def _receive(self):
+        multiprocessing.connection.wait([self._conn, self._process.sentinel])
+        if not self._conn.poll():
+            self._raise_died()
+        try:
+            status, payload = self._conn.recv()
+        except (EOFError, ConnectionError):
+            self._raise_died()
+        if status == 'error':
+            raise RuntimeError(f'environment worker raised an exception:\n{payload}')
+        return payload
+
+    def _raise_died(self):
+        self._process.join(_CLOSE_TIMEOUT)
+        raise RuntimeError(f'environment worker died with exit code {self._process.exitcode}')

@@ -1,0 +1,97 @@
+"""One logger fanning out to the terminal, `metrics.jsonl` and TensorBoard."""
+
+import json
+import pathlib
+import time
+
+import numpy as np
+
+from dreamer_lsp._tf import tf
+from dreamer_lsp.config import atomic_write_text
+
+
+def format_duration(seconds):
+    """Seconds as H:MM:SS."""
+    seconds = int(max(seconds, 0))
+    return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+class Logger:
+    """Collects scalars and writes them per `step` (environment steps).
+
+    `scalar` lines (episode returns, evaluation) are written at once; `average` values (train
+    metrics) are averaged until the next `write`. Each `write` appends one JSON line.
+    """
+
+    def __init__(self, logdir, total_steps):
+        self.logdir = pathlib.Path(logdir)
+        self.jsonl = self.logdir / 'metrics.jsonl'
+        self.writer = tf.summary.create_file_writer(str(self.logdir / 'tensorboard'))
+        self.total_steps = total_steps
+        self._sums, self._counts = {}, {}
+        self._last_time = time.time()
+        self._last_step = None
+        self._last_updates = None
+        self.recent = {}
+
+    def truncate_after(self, step):
+        """Drop lines written after `step` (by a run killed after its last checkpoint)."""
+        if not self.jsonl.exists():
+            return
+        kept = []
+        for line in self.jsonl.read_text().splitlines():
+            try:
+                if json.loads(line)['step'] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError):
+                continue
+        atomic_write_text(self.jsonl, ''.join(f'{line}\n' for line in kept))
+
+    def average(self, metrics):
+        """Accumulate a dict of scalars to be averaged at the next `write`."""
+        for key, value in metrics.items():
+            self._sums[key] = self._sums.get(key, 0.0) + float(value)
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def scalars(self, step, values):
+        """Write one JSON line and TensorBoard scalars now."""
+        values = {k: float(v) for k, v in values.items()}
+        self.recent.update(values)
+        with self.jsonl.open('a') as file:
+            file.write(json.dumps({'step': int(step), **values}) + '\n')
+        with self.writer.as_default(step=int(step)):
+            for key, value in values.items():
+                tf.summary.scalar(key, value)
+        self.writer.flush()
+
+    def write(self, step, updates):
+        """Write the averaged train metrics with fps and print the progress line."""
+        now = time.time()
+        values = {f'train/{k}': self._sums[k] / self._counts[k] for k in self._sums}
+        self._sums, self._counts = {}, {}
+        if self._last_step is not None and now > self._last_time:
+            values['fps'] = (step - self._last_step) / (now - self._last_time)
+            values['updates_per_second'] = (updates - self._last_updates) / (now - self._last_time)
+        self._last_time, self._last_step, self._last_updates = now, step, updates
+        values['updates'] = updates
+        self.scalars(step, values)
+        self.print_line(step)
+
+    def print_line(self, step):
+        """The terminal progress line: step, returns, updates/s, env steps/s and ETA."""
+        recent = self.recent
+        fps = recent.get('fps', np.nan)
+        eta = (self.total_steps - step) / fps if fps and fps > 0 else np.nan
+        parts = [
+            f'[{int(step):>8d}/{self.total_steps}]',
+            f'train return {recent.get("train/return", np.nan):7.1f}',
+            f'test return {recent.get("test/return", np.nan):7.1f}',
+            f'{recent.get("updates_per_second", np.nan):5.2f} updates/s',
+            f'{fps:6.1f} env steps/s',
+            f'ETA {format_duration(eta) if np.isfinite(eta) else "?"}',
+        ]
+        print(' | '.join(parts), flush=True)
+
+    def close(self):
+        """Flush and close TensorBoard."""
+        self.writer.close()

@@ -1,0 +1,335 @@
+"""The training loop: prefill, collect with the agent, train on the paper's cadence, evaluate,
+log and checkpoint; the same command on an existing logdir resumes the run exactly.
+
+    python -m dreamer_lsp --configs dmc_proprio dreamer --task dmc_walker_walk --logdir runs/x
+"""
+
+import json
+import pathlib
+import shutil
+import signal
+import sys
+import time
+
+import numpy as np
+
+from dreamer_lsp import config as config_lib
+from dreamer_lsp.config import ConfigError, atomic_write_text
+from dreamer_lsp.envs import ProcessEnv
+
+CHECKPOINT_DIR = 'checkpoint'
+
+
+class Interrupted(Exception):
+    """Raised by SIGTERM/SIGINT so the loop can checkpoint and exit cleanly."""
+
+
+def env_kwargs(config, seed, render_video=False):
+    """Arguments of `envs.make_env` for this config."""
+    return dict(
+        task=config.task.removeprefix('dmc_'),
+        obs_type=config.obs_type,
+        action_repeat=config.action_repeat,
+        time_limit=config.time_limit,
+        seed=seed,
+        camera=None if config.camera < 0 else config.camera,
+        render_video=render_video,
+        video_size=(config.video_size, config.video_size),
+    )
+
+
+def check_config(config):
+    """Validate what the type check cannot; raises ConfigError with one line."""
+    if not config.logdir:
+        raise ConfigError('--logdir is required: the directory the run writes everything to')
+    if not config.task.startswith('dmc_'):
+        raise ConfigError(f'task {config.task!r} must start with dmc_ (e.g. dmc_walker_walk)')
+    if config.obs_type not in ('pixels', 'features'):
+        raise ConfigError(f'obs_type {config.obs_type!r} is invalid; valid: pixels, features')
+    for key in ('action_repeat', 'batch_size', 'batch_length', 'horizon', 'train_every'):
+        if config[key] < 1:
+            raise ConfigError(f'{key} must be at least 1, got {config[key]}')
+    if config.horizon < 2:
+        raise ConfigError(f'horizon must be at least 2 (λ-returns need a bootstrap), got {config.horizon}')
+
+
+def check_saved_config(config, logdir):
+    """Refuse to continue a logdir whose saved config differs in anything but run length."""
+    path = logdir / 'config.yaml'
+    if not path.exists():
+        return
+    saved = config_lib.Config(config_lib.load_blocks(path))
+    try:
+        saved = config_lib.Config(config_lib.load_blocks()['defaults']).update(saved.to_dict())
+    except ConfigError as error:
+        raise ConfigError(f'{path} is not a valid config of this version: {error}') from None
+    differences = saved.diff(config, ignore=('steps', 'logdir'))
+    if differences:
+        raise ConfigError(
+            f'{logdir} holds a run with a different config; use another --logdir or the same '
+            f'settings. Differences (saved -> requested): {"; ".join(differences)}'
+        )
+
+
+class Trainer:
+    """Owns the environments, replay, agent, logger and checkpoint of one run."""
+
+    def __init__(self, config):
+        from dreamer_lsp import agents
+        from dreamer_lsp._tf import tf
+        from dreamer_lsp.logger import Logger
+        from dreamer_lsp.replay import Replay
+
+        self.tf = tf
+        self.config = config
+        self.logdir = pathlib.Path(config.logdir).expanduser()
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        check_saved_config(config, self.logdir)
+        config.save(self.logdir / 'config.yaml')
+        if config.threads:
+            tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+        tf.random.set_seed(config.seed)
+        self.train_env = ProcessEnv(**env_kwargs(config, config.seed))
+        self.eval_env = ProcessEnv(**env_kwargs(config, config.seed + 1_000_000, render_video=True))
+        self.obs_key = 'image' if config.obs_type == 'pixels' else 'features'
+        capacity = config.replay_capacity or None
+        self.replay = Replay(self.logdir / 'train_episodes', capacity, config.seed)
+        self.agent = agents.make_agent(config, self.train_env.obs_space, self.train_env.action_size)
+        self.logger = Logger(self.logdir, config.steps)
+        self.step = 0
+        self.updates = 0
+        self.episodes = 0
+        self.prefill_end = None
+        self.next_eval = 0
+        self.next_log = 0
+        self.next_checkpoint = config.checkpoint_every
+        self.checkpoint = tf.train.Checkpoint(agent=self.agent)
+        self.dataset = None
+        self.resumed = self._restore()
+
+    # Checkpoints -------------------------------------------------------------------------
+
+    def _checkpoint_root(self):
+        return self.logdir / CHECKPOINT_DIR
+
+    def save_checkpoint(self):
+        """Write weights, optimizer and RNG state plus the loop's state, atomically."""
+        root = self._checkpoint_root()
+        name = f'ckpt-{self.step:09d}-{self.updates:08d}'
+        target = root / name
+        if target.exists():
+            shutil.rmtree(target)
+        temporary = root / f'.{name}.tmp'
+        if temporary.exists():
+            shutil.rmtree(temporary)
+        temporary.mkdir(parents=True)
+        self.checkpoint.write(str(temporary / 'variables'))
+        state = dict(
+            step=self.step,
+            updates=self.updates,
+            episodes=self.episodes,
+            prefill_end=self.prefill_end,
+            next_eval=self.next_eval,
+            next_log=self.next_log,
+            next_checkpoint=self.next_checkpoint,
+            replay=self.replay.state(),
+            train_env=_rng_state_to_json(self.train_env.random_state()),
+            eval_env=_rng_state_to_json(self.eval_env.random_state()),
+            logger_recent=self.logger.recent,
+        )
+        (temporary / 'state.json').write_text(json.dumps(state))
+        temporary.rename(target)
+        atomic_write_text(root / 'latest', name)
+        for old in root.iterdir():
+            if old.name not in (name, 'latest'):
+                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+
+    def _restore(self):
+        latest = self._checkpoint_root() / 'latest'
+        if not latest.exists():
+            if any((self.logdir / 'train_episodes').glob('*.npz')):
+                # Killed before its first checkpoint: start over, keeping the old episodes aside.
+                self.replay.restore({'clock': 0, 'episodes': []})
+            self.logger.truncate_after(-1)
+            return False
+        directory = self._checkpoint_root() / latest.read_text().strip()
+        state = json.loads((directory / 'state.json').read_text())
+        self.checkpoint.read(str(directory / 'variables')).assert_consumed()
+        self.step, self.updates, self.episodes = state['step'], state['updates'], state['episodes']
+        self.prefill_end = state['prefill_end']
+        self.next_eval, self.next_log = state['next_eval'], state['next_log']
+        self.next_checkpoint = state['next_checkpoint']
+        self.replay.restore(state['replay'])
+        self.train_env.set_random_state(_rng_state_from_json(state['train_env']))
+        self.eval_env.set_random_state(_rng_state_from_json(state['eval_env']))
+        self.logger.recent.update(state['logger_recent'])
+        self.logger.truncate_after(self.step)
+        print(f'Resumed {self.logdir} at step {self.step} ({self.updates} updates, {self.episodes} episodes).')
+        return True
+
+    # Acting ------------------------------------------------------------------------------
+
+    def _agent_obs(self, obs):
+        return {self.obs_key: obs[self.obs_key][None]}
+
+    def run_episode(self, env, mode, on_step=None):
+        """Run one episode; mode is 'random', 'train' or 'eval'. Returns the episode dict.
+
+        Entry t holds the observation at t, the action that led to it and the reward received
+        on arriving (action[0] = 0, reward[0] = 0), as the reference stores episodes.
+        """
+        obs = first_obs = env.reset()
+        action_size = env.action_size
+        state = self.agent.initial_state() if mode != 'random' else None
+        random = np.random.default_rng([self.config.seed, self.episodes]) if mode == 'random' else None
+        steps, done = [], False
+        while not done:
+            extras = {}
+            if mode == 'random':
+                action = random.uniform(-1, 1, action_size).astype(np.float32)
+            else:
+                action, state, extras = self.agent.act(self._agent_obs(obs), state, explore=mode == 'train')
+            env.step_async(action)
+            if on_step:
+                on_step()
+            obs, reward, done, info = env.step_wait()
+            steps.append(dict(obs, action=action, reward=reward, discount=info['discount'], **extras))
+        # Entry 0: the reset observation with zero action, reward and agent extras.
+        first = {k: np.zeros_like(v) for k, v in steps[0].items()}
+        first.update(first_obs, discount=1.0)
+        episode = {k: np.stack([first[k]] + [s[k] for s in steps]) for k in steps[0]}
+        for key in ('action', 'reward', 'discount'):
+            episode[key] = episode[key].astype(np.float32)
+        return episode
+
+    def _store(self, episode, prefix):
+        steps = len(episode['reward']) - 1
+        self.replay.add({k: v for k, v in episode.items() if k != 'video'})
+        self.episodes += 1
+        self.logger.scalars(self.step, {f'{prefix}/return': episode['reward'].sum(), f'{prefix}/length': steps, 'episodes': self.episodes})
+
+    def evaluate(self):
+        """Run `eval_episodes` episodes with the actor's mode; log returns, save a video."""
+        returns = []
+        for index in range(self.config.eval_episodes):
+            episode = self.run_episode(self.eval_env, 'eval')
+            returns.append(episode['reward'].sum())
+            if index == 0:
+                self._save_video(episode)
+        length = len(episode['reward']) - 1
+        self.logger.scalars(self.step, {'test/return': np.mean(returns), 'test/length': length})
+        print(f'Evaluation at step {self.step}: return {np.mean(returns):.1f}', flush=True)
+
+    def _save_video(self, episode):
+        import imageio
+
+        frames = episode['image' if 'image' in episode else 'video']
+        directory = self.logdir / 'videos'
+        directory.mkdir(exist_ok=True)
+        target = directory / f'eval_{self.step:09d}.mp4'
+        temporary = directory / f'.tmp_{self.step:09d}.mp4'
+        imageio.mimwrite(temporary, list(frames), fps=30, macro_block_size=1)
+        temporary.replace(target)
+
+    # Training ----------------------------------------------------------------------------
+
+    def updates_due(self):
+        """Updates owed at the current step: `pretrain` after the prefill, then one per `train_every` env steps."""
+        if self.prefill_end is None:
+            return 0
+        return self.config.pretrain + (self.step - self.prefill_end) // self.config.train_every
+
+    def train_until_due(self):
+        """Run every update owed so far; log when a log interval has passed."""
+        while self.updates < self.updates_due():
+            if self.dataset is None:
+                self.dataset = iter(
+                    self.replay.dataset(
+                        self.config.batch_size, self.config.batch_length, self.updates, self.config.prefetch
+                    )
+                )
+            self.replay.tick()
+            metrics = self.agent.train(next(self.dataset))
+            self.updates += 1
+            self.logger.average({k: v.numpy() for k, v in metrics.items()})
+
+    def _after_env_step(self):
+        self.step += self.config.action_repeat
+        self.train_until_due()
+        if self.step >= self.next_log:
+            self.logger.write(self.step, self.updates)
+            while self.next_log <= self.step:
+                self.next_log += self.config.log_every
+
+    def run(self):
+        """Prefill, then alternate evaluation and training episodes until `steps`."""
+        config = self.config
+        try:
+            while self.prefill_end is None:
+                episode = self.run_episode(self.train_env, 'random', self._count_prefill_step)
+                self._store(episode, 'train')
+                if self.step >= config.prefill:
+                    self.prefill_end = self.step
+                    self.next_eval = self.step
+                    print(f'Prefilled {self.episodes} episodes ({self.step} steps); training.', flush=True)
+            while self.step < config.steps:
+                if self.step >= self.next_eval:
+                    self.evaluate()
+                    while self.next_eval <= self.step:
+                        self.next_eval += config.eval_every
+                episode = self.run_episode(self.train_env, 'train', self._after_env_step)
+                self._store(episode, 'train')
+                if self.step >= self.next_checkpoint:
+                    self.save_checkpoint()
+                    while self.next_checkpoint <= self.step:
+                        self.next_checkpoint += config.checkpoint_every
+            self.evaluate()
+            self.logger.write(self.step, self.updates)
+            self.save_checkpoint()
+            print(f'Finished {self.step} steps; logdir {self.logdir}', flush=True)
+        except Interrupted:
+            print('Interrupted: writing a checkpoint; the same command resumes the run.', flush=True)
+            self.save_checkpoint()
+        finally:
+            self.close()
+
+    def _count_prefill_step(self):
+        self.step += self.config.action_repeat
+
+    def close(self):
+        """Stop the environment workers and the replay's sampler."""
+        self.replay.close()
+        self.train_env.close()
+        self.eval_env.close()
+        self.logger.close()
+
+
+def _rng_state_to_json(state):
+    kind, keys, position, has_gauss, cached = state
+    return [kind, np.asarray(keys).tolist(), int(position), int(has_gauss), float(cached)]
+
+
+def _rng_state_from_json(state):
+    kind, keys, position, has_gauss, cached = state
+    return (kind, np.asarray(keys, np.uint32), position, has_gauss, cached)
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted()
+
+
+def main(argv=None):
+    """Command-line entry point; bad configs exit with code 2 and one line."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        config = config_lib.parse_args(argv)
+        check_config(config)
+        trainer = Trainer(config)
+    except ConfigError as error:
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    start = time.time()
+    trainer.run()
+    print(f'Wall time {time.time() - start:.0f} s')

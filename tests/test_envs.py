@@ -1,0 +1,276 @@
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from dreamer_lsp.envs import ActionRepeat, NormalizeActions, ProcessEnv, TimeLimit
+
+
+class FakeEnv:
+    """Pure-numpy env: the k-th raw step gives reward k and observation k; terminal at `length`."""
+
+    def __init__(self, length=100, low=(-1.0,), high=(1.0,)):
+        self.length = length
+        self.low = np.array(low, np.float32)
+        self.high = np.array(high, np.float32)
+        self.actions = []
+        self.rng_state = 'initial'
+        self.closed = False
+        self.t = 0
+
+    obs_space = {'x': ((1,), np.dtype(np.float32))}
+
+    @property
+    def action_size(self):
+        return len(self.low)
+
+    @property
+    def action_bounds(self):
+        return self.low, self.high
+
+    def reset(self):
+        self.t = 0
+        return {'x': np.zeros(1, np.float32)}
+
+    def step(self, action):
+        self.actions.append(np.array(action))
+        self.t += 1
+        done = self.t >= self.length
+        return (
+            {'x': np.array([self.t], np.float32)},
+            float(self.t),
+            done,
+            {'discount': float(not done)},
+        )
+
+    def random_state(self):
+        return self.rng_state
+
+    def set_random_state(self, state):
+        self.rng_state = state
+
+    def close(self):
+        self.closed = True
+
+
+def test_action_repeat_sums_rewards_and_stops_at_done():
+    fake = FakeEnv(length=5)
+    env = ActionRepeat(fake, 2)
+    env.reset()
+    obs, reward, done, info = env.step([0.0])
+    assert (obs['x'][0], reward, done, info['discount']) == (2.0, 1.0 + 2.0, False, 1.0)
+    obs, reward, done, _ = env.step([0.0])
+    assert (obs['x'][0], reward, done) == (4.0, 3.0 + 4.0, False)
+    obs, reward, done, info = env.step([0.0])
+    assert (obs['x'][0], reward, done, info['discount']) == (5.0, 5.0, True, 0.0)
+    assert fake.t == 5
+
+
+def test_time_limit_truncates_with_discount_one():
+    env = TimeLimit(FakeEnv(), 3)
+    with pytest.raises(RuntimeError, match='reset'):
+        env.step([0.0])
+    for _ in range(2):
+        env.reset()
+        assert [env.step([0.0])[2] for _ in range(2)] == [False, False]
+        _, _, done, info = env.step([0.0])
+        assert done and info['discount'] == 1.0
+        with pytest.raises(RuntimeError, match='finished'):
+            env.step([0.0])
+
+
+def test_time_limit_keeps_termination_discount():
+    env = TimeLimit(FakeEnv(length=2), 2)
+    env.reset()
+    env.step([0.0])
+    _, _, done, info = env.step([0.0])
+    assert done and info['discount'] == 0.0
+
+
+def test_normalize_actions_maps_to_asymmetric_bounds():
+    fake = FakeEnv(low=(-1.0, 0.0), high=(1.0, 2.0))
+    env = NormalizeActions(fake)
+    low, high = env.action_bounds
+    np.testing.assert_array_equal(low, [-1.0, -1.0])
+    np.testing.assert_array_equal(high, [1.0, 1.0])
+    env.reset()
+    for action in ([-1.0, -1.0], [0.0, 0.0], [1.0, 1.0], [5.0, -5.0]):
+        env.step(np.array(action, np.float32))
+    np.testing.assert_allclose(fake.actions, [[-1.0, 0.0], [0.0, 1.0], [1.0, 2.0], [1.0, 0.0]])
+
+
+def test_wrappers_forward_the_interface():
+    fake = FakeEnv()
+    env = TimeLimit(NormalizeActions(ActionRepeat(fake, 2)), 10)
+    assert env.obs_space == fake.obs_space
+    assert env.action_size == 1
+    env.set_random_state('saved')
+    assert env.random_state() == 'saved' == fake.rng_state
+    env.close()
+    assert fake.closed
+
+
+@pytest.fixture(scope='module')
+def cartpole():
+    env = ProcessEnv(task='cartpole_balance', seed=0)
+    yield env
+    env.close()
+
+
+def test_cartpole_features(cartpole):
+    assert cartpole.obs_space == {
+        'features': ((5,), np.dtype(np.float32)),
+        'qpos': ((2,), np.dtype(np.float64)),
+        'qvel': ((2,), np.dtype(np.float64)),
+    }
+    assert cartpole.action_size == 1
+    np.testing.assert_array_equal(cartpole.action_bounds[0], [-1.0])
+    np.testing.assert_array_equal(cartpole.action_bounds[1], [1.0])
+    obs = cartpole.reset()
+    for key, (shape, dtype) in cartpole.obs_space.items():
+        assert obs[key].shape == shape and obs[key].dtype == dtype
+    # MuJoCo must stay out of the test process, which also imports TensorFlow.
+    assert 'dm_control' not in sys.modules and 'mujoco' not in sys.modules
+
+
+def test_cartpole_episode_has_500_agent_steps(cartpole):
+    cartpole.reset()
+    steps, done = 0, False
+    while not done:
+        obs, reward, done, info = cartpole.step(np.array([1.0 if steps % 2 else -1.0]))
+        assert isinstance(reward, float) and 0.0 <= reward <= 2.0
+        steps += 1
+    assert steps == 500 and info['discount'] == 1.0
+    assert obs['features'].shape == (5,)
+
+
+def test_step_async_and_wait(cartpole):
+    cartpole.reset()
+    cartpole.step_async(np.zeros(1))
+    with pytest.raises(RuntimeError, match='step_wait'):
+        cartpole.reset()
+    obs, reward, done, info = cartpole.step_wait()
+    assert obs['qpos'].shape == (2,) and not done and info['discount'] == 1.0
+    with pytest.raises(RuntimeError, match='without a pending'):
+        cartpole.step_wait()
+
+
+def test_worker_exception_is_raised_with_its_message(cartpole):
+    cartpole.reset()
+    with pytest.raises(RuntimeError, match=r'Expected an action of shape \(1,\)'):
+        cartpole.step(np.zeros(3))
+    assert cartpole.step(np.zeros(1))[0]['features'].shape == (5,)
+
+
+def test_random_state_round_trip(cartpole):
+    state = cartpole.random_state()
+    first = cartpole.reset()
+    second = cartpole.reset()
+    assert not np.array_equal(first['qpos'], second['qpos'])
+    cartpole.set_random_state(state)
+    again = cartpole.reset()
+    for key in first:
+        np.testing.assert_array_equal(again[key], first[key])
+
+
+def test_seeding():
+    envs = [ProcessEnv(task='cartpole_swingup', seed=seed) for seed in (1, 1, 2)]
+    try:
+        first = [env.reset() for env in envs]
+        np.testing.assert_array_equal(first[0]['features'], first[1]['features'])
+        assert not np.array_equal(first[0]['qpos'], first[2]['qpos'])
+        actions = np.random.default_rng(0).uniform(-1, 1, (20, 1))
+        for action in actions:
+            same = [env.step(action)[0] for env in envs[:2]]
+        np.testing.assert_array_equal(same[0]['qpos'], same[1]['qpos'])
+    finally:
+        for env in envs:
+            env.close()
+
+
+def test_walker_pixels():
+    env = ProcessEnv(task='walker_walk', obs_type='pixels')
+    try:
+        assert env.obs_space['image'] == ((64, 64, 3), np.dtype(np.uint8))
+        assert 'features' not in env.obs_space and 'video' not in env.obs_space
+        env.reset()
+        image = env.step(np.zeros(6))[0]['image']
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+        assert image.std() > 0
+    finally:
+        env.close()
+
+
+def test_quadruped_default_camera_and_video():
+    default = ProcessEnv(task='quadruped_walk', obs_type='pixels')
+    front = ProcessEnv(task='quadruped_walk', obs_type='pixels', camera=0)
+    video = ProcessEnv(task='quadruped_walk', render_video=True, camera=2, video_size=(64, 64))
+    try:
+        assert video.obs_space['video'] == ((64, 64, 3), np.dtype(np.uint8))
+        assert video.obs_space['features'][0] == (78,)
+        default_image = default.reset()['image']
+        assert not np.array_equal(default_image, front.reset()['image'])
+        np.testing.assert_array_equal(default_image, video.reset()['video'])
+    finally:
+        for env in (default, front, video):
+            env.close()
+
+
+def test_custom_quadruped_task_has_arena():
+    env = ProcessEnv(task='quadruped_reach', task_params={'goal_radius': 0.4})
+    try:
+        assert env.obs_space['arena'] == ((2,), np.dtype(np.float32))
+        assert env.reset()['arena'].shape == (2,)
+    finally:
+        env.close()
+
+
+def test_bad_arguments_name_valid_values():
+    with pytest.raises(RuntimeError, match=r"Unknown task 'walker_fly'.*walker_walk"):
+        ProcessEnv(task='walker_fly')
+    with pytest.raises(RuntimeError, match='obs_type must be one of features, pixels'):
+        ProcessEnv(task='walker_walk', obs_type='rgb')
+
+
+def test_dead_worker_raises_and_close_is_idempotent():
+    env = ProcessEnv(task='ball_in_cup_catch')
+    assert env.obs_space['features'][0] == (8,)
+    os.kill(env._process.pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match='died with exit code -9'):
+        env.reset()
+    env.close()
+    env.close()
+    with pytest.raises(RuntimeError, match='closed'):
+        env.reset()
+
+
+@pytest.mark.skipif(importlib.util.find_spec('tensorflow') is None, reason='needs TensorFlow')
+def test_worker_survives_a_main_script_that_imports_tensorflow(tmp_path):
+    script = tmp_path / 'train.py'
+    script.write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+            import tensorflow as tf
+
+            from dreamer_lsp.envs import ProcessEnv
+
+            if __name__ == '__main__':
+                env = ProcessEnv(task='walker_walk', obs_type='pixels')
+                env.reset()
+                image = env.step(np.zeros(6))[0]['image']
+                env.close()
+                print('mean', float(tf.reduce_mean(tf.cast(image, tf.float32))))
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'mean' in result.stdout
