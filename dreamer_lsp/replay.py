@@ -179,7 +179,7 @@ class Replay:
     def close(self) -> None:
         """End all dataset generators (waiting ones wake up and return)."""
         with self._cond:
-            pass
+            self._closed = True
             self._cond.notify_all()
 
     @property
@@ -399,7 +399,7 @@ class Replay:
 
     def _needed(self):
         """Entries that memory should hold: those any upcoming batch can still sample."""
-        # Batches are taken in order and batch clock - 1 is the next one taken; its cutoff with the
+        # The next batch taken (after the next tick) is batch `clock`, whose cutoff with the
         # default prefetch of 2 is clock - 1. Running generators may need older cutoffs.
         floor = max(min([self._clock - 1, *self._pending.values()]), 1)
         visible = {entry.name for entry in self._visible(floor)}

@@ -274,7 +274,7 @@ def test_restore_reproduces_an_uninterrupted_run(tmp_path, replays):
         return batches
 
     # Capacity and a long prefetch make early resumed batches need an episode dropped from memory.
-    original = replays(tmp_path / 'run', capacity=20, seed=5)
+    original = replays(tmp_path / 'run', capacity=20, seed=6)
     original.add(make_episode(99, 9))
     iterator = iter(original.dataset(8, 6, prefetch=4))
     before = updates(original, iterator, 0, 5)
@@ -282,12 +282,13 @@ def test_restore_reproduces_an_uninterrupted_run(tmp_path, replays):
     after = updates(original, iterator, 5, 12)
     original.close()
 
-    resumed = replays(tmp_path / 'run', capacity=20, seed=5)
+    resumed = replays(tmp_path / 'run', capacity=20, seed=6)
     resumed.restore(state)
     assert resumed.clock == len(before)
     assert '000000-8' not in resumed.memory_names
     iterator = iter(resumed.dataset(8, 6, start_update=resumed.clock, prefetch=4))
     assert_batches_equal(updates(resumed, iterator, 5, 12), after)
+    assert 99 in {window_source(row)[0] for row in after[0]['reward']}
 
 
 def test_close_unblocks_a_waiting_generator(tmp_path, replays):

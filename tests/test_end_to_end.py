@@ -1,0 +1,121 @@
+"""The whole program with the `debug` block: logdir artifacts, SIGKILL resume, bad configs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def command(logdir, *extra):
+    return [sys.executable, '-m', 'dreamer_lsp', '--configs', 'debug', 'dmc_proprio', 'dreamer',
+            '--logdir', str(logdir), *extra]
+
+
+def run(logdir, *extra, timeout=600):
+    result = subprocess.run(command(logdir, *extra), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def metrics(logdir):
+    return [json.loads(line) for line in (logdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+def episode_files(logdir):
+    return sorted((logdir / 'train_episodes').glob('*.npz'))
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp('run')
+    result = run(logdir)
+    return logdir, result
+
+
+def test_a_run_writes_every_logdir_artifact(finished_run):
+    logdir, result = finished_run
+    assert (logdir / 'config.yaml').exists()
+    assert (logdir / 'checkpoint' / 'latest').exists()
+    assert list((logdir / 'tensorboard').glob('events.out.tfevents.*'))
+    assert list((logdir / 'videos').glob('eval_*.mp4'))
+    lines = metrics(logdir)
+    steps = [line['step'] for line in lines]
+    assert steps == sorted(steps) and steps[-1] >= 1200
+    keys = set().union(*lines)
+    for key in ('train/return', 'train/length', 'test/return', 'test/length', 'fps',
+                'train/model_loss', 'train/actor_loss', 'train/value_loss', 'train/kl',
+                'train/model_grad_norm', 'train/action_ent'):
+        assert key in keys, key
+    # 1200 steps of 200-step episodes (100 agent steps with repeat 2): 6 episodes.
+    files = episode_files(logdir)
+    assert len(files) == 6
+    episode = np.load(files[0])
+    assert episode['features'].shape == (101, 5) and episode['qpos'].shape == (101, 2)
+    assert episode['action'][0].tolist() == [0.0] and episode['reward'][0] == 0.0
+    assert '[' in result.stdout and 'env steps/s' in result.stdout and 'ETA' in result.stdout
+
+
+def test_rerunning_a_finished_run_does_nothing_new(finished_run):
+    logdir, _ = finished_run
+    before = len(episode_files(logdir))
+    result = run(logdir)
+    assert 'Resumed' in result.stdout and 'Prefilled' not in result.stdout
+    assert len(episode_files(logdir)) == before
+
+
+def test_changed_config_is_refused(finished_run):
+    logdir, _ = finished_run
+    result = subprocess.run(command(logdir, '--seed', '5'), capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)
+    assert result.returncode == 2
+    assert "seed: 0 -> 5" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_longer_run_length_continues(finished_run):
+    logdir, _ = finished_run
+    result = run(logdir, '--steps', '1600')
+    assert 'Resumed' in result.stdout
+    steps = [line['step'] for line in metrics(logdir)]
+    assert steps == sorted(steps) and steps[-1] >= 1600
+    assert len(episode_files(logdir)) == 8
+
+
+def test_sigkill_resumes_without_losing_or_repeating(tmp_path):
+    logdir = tmp_path / 'killed'
+    process = subprocess.Popen(command(logdir, '--steps', '2000'), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    deadline = time.time() + 400
+    # Kill after the first checkpoint (step 400 = the prefill) plus at least one more episode.
+    while time.time() < deadline:
+        latest = logdir / 'checkpoint' / 'latest'
+        if latest.exists() and len(episode_files(logdir)) >= 5 and 'ckpt-000000400' not in latest.read_text():
+            break
+        if process.poll() is not None:
+            pytest.fail('run ended before it could be killed:\n' + process.stdout.read()[-3000:])
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = json.loads((logdir / 'checkpoint' / (logdir / 'checkpoint' / 'latest').read_text().strip()
+                        / 'state.json').read_text())
+    result = run(logdir, '--steps', '2000')
+    assert f"Resumed {logdir} at step {state['step']}" in result.stdout
+    assert 'Prefilled' not in result.stdout
+    files = episode_files(logdir)
+    # Every stored episode has 100 steps, and their count matches the final step counter exactly.
+    lengths = [int(np.load(f)['reward'].shape[0]) - 1 for f in files]
+    assert all(length == 100 for length in lengths)
+    names = [f.name for f in files]
+    assert names == [f'{i:06d}-100.npz' for i in range(len(files))]
+    lines = metrics(logdir)
+    train_lines = [line for line in lines if 'train/return' in line]
+    assert [line['episodes'] for line in train_lines] == list(range(1, len(files) + 1))
+    assert [line['step'] for line in train_lines] == [200 * i for i in range(1, len(files) + 1)]
+    steps = [line['step'] for line in lines]
+    assert steps == sorted(steps) and steps[-1] >= 2000
