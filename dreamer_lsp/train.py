@@ -75,6 +75,10 @@ class Trainer:
     """Owns the environments, replay, agent, logger and checkpoint of one run."""
 
     def __init__(self, config):
+        self.logdir = pathlib.Path(config.logdir).expanduser()
+        # Checked before TensorFlow loads, so a refused run costs nothing.
+        check_saved_config(config, self.logdir)
+
         from dreamer_lsp import agents
         from dreamer_lsp._tf import tf
         from dreamer_lsp.logger import Logger
@@ -82,9 +86,7 @@ class Trainer:
 
         self.tf = tf
         self.config = config
-        self.logdir = pathlib.Path(config.logdir).expanduser()
         self.logdir.mkdir(parents=True, exist_ok=True)
-        check_saved_config(config, self.logdir)
         config.save(self.logdir / 'config.yaml')
         if config.threads:
             tf.config.threading.set_intra_op_parallelism_threads(config.threads)
