@@ -68,9 +68,7 @@ def _parse_scalar(key, text, kind):
         try:
             return float(text) if kind is float or not text.lstrip('-').isdigit() else int(text)
         except ValueError:
-            raise ConfigError(
-                f'config key {key!r} expects {kind.__name__}, got {text!r}'
-            ) from None
+            raise ConfigError(f'config key {key!r} expects {kind.__name__}, got {text!r}') from None
     if kind in (list, tuple):
         parsed = YAML(typ='safe').load(text)
         if isinstance(parsed, list):

@@ -1,8 +1,10 @@
 """The Dreamer agent [D §3-4, ref dreamer.py]: world model, actor, value and the train step."""
 
+import time
+
 from dreamer_lsp import networks
 from dreamer_lsp._tf import tf, tfd
-from dreamer_lsp.utils import Adam, lambda_return
+from dreamer_lsp.utils import Adam, Timings, lambda_return
 
 
 def compute_dtype(precision):
@@ -27,18 +29,35 @@ class WorldModel(tf.Module):
             self.encoder = networks.ConvEncoder(rng, model.cnn_depth, model.cnn_act)
         else:
             size = obs_space['features'][0][0]
-            self.encoder = networks.MLPEncoder(rng, size, model.mlp_layers, model.mlp_units, model.dense_act)
+            self.encoder = networks.MLPEncoder(
+                rng, size, model.mlp_layers, model.mlp_units, model.dense_act
+            )
         self.rssm = networks.RSSM(
-            rng, action_size, self.encoder.embed_size, model.stoch, model.deter, model.hidden, model.dense_act
+            rng,
+            action_size,
+            self.encoder.embed_size,
+            model.stoch,
+            model.deter,
+            model.hidden,
+            model.dense_act,
         )
         feat = self.rssm.feat_size
         if self.obs_key == 'image':
             self.decoder = networks.ConvDecoder(rng, feat, model.cnn_depth, model.cnn_act)
         else:
             self.decoder = networks.GaussianMLP(
-                rng, feat, size, model.mlp_layers, model.mlp_units, model.dense_act, model.min_std, model.max_std
+                rng,
+                feat,
+                size,
+                model.mlp_layers,
+                model.mlp_units,
+                model.dense_act,
+                model.min_std,
+                model.max_std,
             )
-        self.reward = networks.NormalHead(rng, feat, model.reward_layers, model.units, model.dense_act)
+        self.reward = networks.NormalHead(
+            rng, feat, model.reward_layers, model.units, model.dense_act
+        )
         self.free_nats, self.kl_scale = model.free_nats, model.kl_scale
 
     def preprocess(self, obs):
@@ -51,7 +70,11 @@ class WorldModel(tf.Module):
     def target(self, obs):
         """The decoder's target in float32."""
         x = obs[self.obs_key]
-        return tf.cast(x, tf.float32) / 255.0 - 0.5 if self.obs_key == 'image' else tf.cast(x, tf.float32)
+        return (
+            tf.cast(x, tf.float32) / 255.0 - 0.5
+            if self.obs_key == 'image'
+            else tf.cast(x, tf.float32)
+        )
 
     def loss(self, data):
         """The model loss of a [B, T] batch; returns loss, posterior states and metrics."""
@@ -60,7 +83,9 @@ class WorldModel(tf.Module):
         post, prior = self.rssm.observe(embed, action)
         feat = self.rssm.feat(post)
         obs_like = tf.reduce_mean(self.decoder(feat).log_prob(self.target(data)))
-        reward_like = tf.reduce_mean(self.reward(feat).log_prob(tf.cast(data['reward'], tf.float32)))
+        reward_like = tf.reduce_mean(
+            self.reward(feat).log_prob(tf.cast(data['reward'], tf.float32))
+        )
         kl = tf.reduce_mean(tfd.kl_divergence(self.rssm.dist(post), self.rssm.dist(prior)))
         # Free nats on the batch-mean KL, as the reference (not per step or per dimension).
         div = tf.maximum(kl, self.free_nats)
@@ -89,16 +114,32 @@ class Dreamer(tf.Module):
         feat = self.world_model.rssm.feat_size
         model = config.model
         self.actor = networks.ActionHead(
-            self.rng, feat + self.actor_extra_inputs, action_size, config.actor.layers, model.units,
-            model.dense_act, config.actor.init_std, config.actor.min_std, config.actor.mean_scale,
+            self.rng,
+            feat + self.actor_extra_inputs,
+            action_size,
+            config.actor.layers,
+            model.units,
+            model.dense_act,
+            config.actor.init_std,
+            config.actor.min_std,
+            config.actor.mean_scale,
         )
-        self.value = networks.NormalHead(self.rng, feat, config.value.layers, model.units, model.dense_act)
+        self.value = networks.NormalHead(
+            self.rng, feat, config.value.layers, model.units, model.dense_act
+        )
         scaling = self.dtype == tf.float16
-        self.model_opt = Adam('model_opt', [self.world_model], model.lr, config.grad_clip, config.adam_eps, scaling)
-        self.actor_opt = Adam('actor_opt', [self.actor], config.actor.lr, config.grad_clip, config.adam_eps, scaling)
-        self.value_opt = Adam('value_opt', [self.value], config.value.lr, config.grad_clip, config.adam_eps, scaling)
+        self.model_opt = Adam(
+            'model_opt', [self.world_model], model.lr, config.grad_clip, config.adam_eps, scaling
+        )
+        self.actor_opt = Adam(
+            'actor_opt', [self.actor], config.actor.lr, config.grad_clip, config.adam_eps, scaling
+        )
+        self.value_opt = Adam(
+            'value_opt', [self.value], config.value.lr, config.grad_clip, config.adam_eps, scaling
+        )
         self.train = tf.function(self._train)
         self.policy = tf.function(self._policy)
+        self.timings = Timings()
 
     actor_extra_inputs = 0
 
@@ -108,18 +149,37 @@ class Dreamer(tf.Module):
             model_loss, post, metrics = self.world_model.loss(data)
         start = {k: tf.stop_gradient(v) for k, v in post.items()}
         with tf.GradientTape() as actor_tape:
-            imag_feat, weights, returns, behavior_metrics = self.imagine_returns(start)
+            imag_feat, weights, returns, aux, behavior_metrics = self.imagine_returns(start)
             actor_loss = -tf.reduce_mean(weights * returns)
         with tf.GradientTape() as value_tape:
             value_pred = self.value(imag_feat[:-1])
             value_loss = -tf.reduce_mean(weights * value_pred.log_prob(tf.stop_gradient(returns)))
         metrics.update(behavior_metrics)
         metrics['model_grad_norm'] = self.model_opt.minimize(model_tape, model_loss)
-        metrics['actor_grad_norm'] = self.actor_opt.minimize(actor_tape, actor_loss)
+        if self.train_actor:
+            metrics['actor_grad_norm'] = self.actor_opt.minimize(actor_tape, actor_loss)
         metrics['value_grad_norm'] = self.value_opt.minimize(value_tape, value_loss)
+        metrics.update(self.auxiliary_updates(aux))
         metrics.update(actor_loss=actor_loss, value_loss=value_loss)
-        metrics['action_ent'] = tf.reduce_mean(self.actor(self.world_model.rssm.feat(post)).entropy())
+        feat = self.world_model.rssm.feat(post)
+        metrics['action_ent'] = tf.reduce_mean(
+            self.actor_dist(feat, self.skill_like(feat)).entropy()
+        )
         return metrics
+
+    train_actor = True
+
+    def actor_dist(self, feat, skill):
+        """The action distribution; Dreamer's actor sees only the features."""
+        return self.actor(feat)
+
+    def skill_like(self, feat):
+        """A placeholder skill for `actor_dist` outside imagination (none for Dreamer)."""
+        return None
+
+    def auxiliary_updates(self, aux):
+        """Updates of extra modules after the behaviour update; Dreamer has none."""
+        return {}
 
     def imagine_returns(self, start):
         """Imagine `horizon` steps from every start state; returns features, weights, λ-returns.
@@ -137,12 +197,21 @@ class Dreamer(tf.Module):
             feats.append(rssm.feat(state))
         imag_feat = tf.stack(feats, 0)
         reward = self.world_model.reward(imag_feat).mode()
+        weights, returns, value = self.returns(imag_feat, reward)
+        metrics = dict(imag_reward=tf.reduce_mean(reward), imag_value=tf.reduce_mean(value))
+        return imag_feat, weights, returns, {}, metrics
+
+    def returns(self, imag_feat, reward):
+        """Discount weights [H-1, N], λ-returns [H-1, N] and values [H, N] of a rollout [ref]."""
         value = self.value(imag_feat).mode()
         pcont = self.config.discount * tf.ones_like(reward)
-        returns = lambda_return(reward[:-1], value[:-1], pcont[:-1], value[-1], self.config.return_lambda)
-        weights = tf.stop_gradient(tf.math.cumprod(tf.concat([tf.ones_like(pcont[:1]), pcont[:-2]], 0), 0))
-        metrics = dict(imag_reward=tf.reduce_mean(reward), imag_value=tf.reduce_mean(value))
-        return imag_feat, weights, returns, metrics
+        returns = lambda_return(
+            reward[:-1], value[:-1], pcont[:-1], value[-1], self.config.return_lambda
+        )
+        weights = tf.stop_gradient(
+            tf.math.cumprod(tf.concat([tf.ones_like(pcont[:1]), pcont[:-2]], 0), 0)
+        )
+        return weights, returns, value
 
     def initial_state(self, batch_size=1):
         """The acting state before the first observation: zero latent and zero action."""
@@ -168,5 +237,8 @@ class Dreamer(tf.Module):
 
     def act(self, obs, state, explore):
         """Acting step for the environment loop: returns a NumPy action [A], state, extras."""
+        begin = time.perf_counter()
         action, state = self.policy(obs, state, explore)
-        return action.numpy()[0], state, {}
+        action = action.numpy()[0]
+        self.timings.add('acting/step_ms', 1000 * (time.perf_counter() - begin))
+        return action, state, {}

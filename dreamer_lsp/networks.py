@@ -47,6 +47,7 @@ class Dense(tf.Module):
         self._act = act
 
     def __call__(self, x):
+        """Apply to [..., in_size] inputs."""
         x = tf.matmul(x, tf.cast(self.kernel, x.dtype)) + tf.cast(self.bias, x.dtype)
         return self._act(x) if self._act else x
 
@@ -61,6 +62,7 @@ class MLP(tf.Module):
         self.out = Dense(rng, sizes[-1], out_size)
 
     def __call__(self, x):
+        """Apply to [..., in_size] inputs."""
         for layer in self.hidden:
             x = layer(x)
         return self.out(x)
@@ -78,6 +80,7 @@ class Conv2D(tf.Module):
         self._stride, self._act = stride, act
 
     def __call__(self, x):
+        """Apply to [N, H, W, C] images."""
         x = tf.nn.conv2d(x, tf.cast(self.kernel, x.dtype), self._stride, 'VALID')
         x = x + tf.cast(self.bias, x.dtype)
         return self._act(x) if self._act else x
@@ -95,6 +98,7 @@ class Conv2DTranspose(tf.Module):
         self._kernel_size, self._stride, self._act = kernel, stride, act
 
     def __call__(self, x):
+        """Apply to [N, H, W, C] maps."""
         size = (x.shape[1] - 1) * self._stride + self._kernel_size
         out_shape = tf.stack([tf.shape(x)[0], size, size, self.kernel.shape[2]])
         x = tf.nn.conv2d_transpose(
@@ -115,6 +119,7 @@ class GRUCell(tf.Module):
         self.units = units
 
     def __call__(self, x, state):
+        """One step: the next state [N, units] from input x and state."""
         bias = tf.cast(self.bias, x.dtype)
         inputs = tf.matmul(x, tf.cast(self.kernel, x.dtype)) + bias[0]
         recurrent = tf.matmul(state, tf.cast(self.recurrent_kernel, x.dtype)) + bias[1]
@@ -149,7 +154,9 @@ class RSSM(tf.Module):
     def initial(self, batch_size, dtype=tf.float32):
         """The all-zero state of the reference."""
         zeros = tf.zeros((batch_size, self.stoch_size), dtype)
-        return dict(mean=zeros, std=zeros, stoch=zeros, deter=tf.zeros((batch_size, self.deter_size), dtype))
+        return dict(
+            mean=zeros, std=zeros, stoch=zeros, deter=tf.zeros((batch_size, self.deter_size), dtype)
+        )
 
     def _stats(self, x):
         mean, std = tf.split(x, 2, -1)
@@ -214,6 +221,7 @@ class ConvEncoder(tf.Module):
         self.embed_size = 32 * depth
 
     def __call__(self, image):
+        """Embed [..., 64, 64, 3] images into [..., 32 * depth]."""
         batch_shape = tf.shape(image)[:-3]
         x = tf.reshape(image, (-1, *image.shape[-3:]))
         for conv in self.convs:
@@ -222,7 +230,7 @@ class ConvEncoder(tf.Module):
 
 
 class ConvDecoder(tf.Module):
-    """Dense(32*depth) then transposed convolutions k{5,5,6,6} s2 to 64x64x3; unit-variance Normal."""
+    """Dense(32*depth), then k{5,5,6,6} s2 transposed convolutions to a 64x64x3 unit Normal."""
 
     def __init__(self, rng, feat_size, depth=32, act='relu', channels=3):
         super().__init__()
@@ -238,6 +246,7 @@ class ConvDecoder(tf.Module):
         self.shape = (64, 64, channels)
 
     def __call__(self, feat):
+        """The image distribution for [..., feat] features."""
         x = tf.reshape(self.dense(feat), (-1, 1, 1, self.dense.kernel.shape[1]))
         for deconv in self.deconvs:
             x = deconv(x)  # 1 -> 5 -> 13 -> 30 -> 64
@@ -256,6 +265,7 @@ class MLPEncoder(tf.Module):
         self.embed_size = units
 
     def __call__(self, features):
+        """Embed [..., D] features."""
         x = features
         for layer in self.layers:
             x = layer(x)
@@ -276,12 +286,15 @@ class GaussianMLP(tf.Module):
     Used as the feature decoder and as the backward skill predictor.
     """
 
-    def __init__(self, rng, in_size, out_size, layers=2, units=256, act='elu', min_std=0.1, max_std=1.5):
+    def __init__(
+        self, rng, in_size, out_size, layers=2, units=256, act='elu', min_std=0.1, max_std=1.5
+    ):
         super().__init__()
         self.net = MLP(rng, in_size, 2 * out_size, layers, units, activation(act))
         self._min_std, self._max_std = min_std, max_std
 
     def __call__(self, x):
+        """The Gaussian for [..., in_size] inputs."""
         mean, log_std = tf.split(tf.cast(self.net(x), tf.float32), 2, -1)
         std = soft_clamp_std(log_std, self._min_std, self._max_std)
         return tfd.Independent(tfd.Normal(mean, std), 1)
@@ -295,6 +308,7 @@ class NormalHead(tf.Module):
         self.net = MLP(rng, in_size, 1, layers, units, activation(act))
 
     def __call__(self, feat):
+        """The Normal over a scalar for [..., feat] features."""
         mean = tf.cast(self.net(feat)[..., 0], tf.float32)
         return tfd.Normal(mean, 1.0)
 
@@ -312,7 +326,9 @@ class TanhNormal:
         self.mean, self.std, self._rng = mean, std, rng
 
     def _pre_tanh_sample(self, count=None):
-        shape = tf.shape(self.mean) if count is None else tf.concat([[count], tf.shape(self.mean)], 0)
+        shape = (
+            tf.shape(self.mean) if count is None else tf.concat([[count], tf.shape(self.mean)], 0)
+        )
         return self.mean + self.std * self._rng.normal(shape, dtype=self.mean.dtype)
 
     def _log_prob_pre_tanh(self, x):
@@ -329,7 +345,9 @@ class TanhNormal:
         """The most likely of 100 samples, per batch element."""
         x = self._pre_tanh_sample(self.SAMPLES)  # [S, ..., A]
         best = tf.argmax(self._log_prob_pre_tanh(x), 0)  # [...]
-        return tf.tanh(tf.gather(tf.experimental.numpy.moveaxis(x, 0, -2), best, batch_dims=best.shape.rank))
+        return tf.tanh(
+            tf.gather(tf.experimental.numpy.moveaxis(x, 0, -2), best, batch_dims=best.shape.rank)
+        )
 
     def entropy(self):
         """A 100-sample Monte Carlo estimate of the entropy."""
@@ -340,8 +358,18 @@ class TanhNormal:
 class ActionHead(tf.Module):
     """The actor: 4x400 ELU layers to a tanh-normal with init_std 5 [ref ActionDecoder]."""
 
-    def __init__(self, rng, in_size, action_size, layers=4, units=400, act='elu', init_std=5.0,
-                 min_std=1e-4, mean_scale=5.0):
+    def __init__(
+        self,
+        rng,
+        in_size,
+        action_size,
+        layers=4,
+        units=400,
+        act='elu',
+        init_std=5.0,
+        min_std=1e-4,
+        mean_scale=5.0,
+    ):
         super().__init__()
         self.net = MLP(rng, in_size, 2 * action_size, layers, units, activation(act))
         self._raw_init_std = math.log(math.exp(init_std) - 1.0)
@@ -349,6 +377,7 @@ class ActionHead(tf.Module):
         self._rng = rng
 
     def __call__(self, feat):
+        """The action distribution for [..., feat] features."""
         mean, std = tf.split(tf.cast(self.net(feat), tf.float32), 2, -1)
         mean = self._mean_scale * tf.tanh(mean / self._mean_scale)
         std = tf.nn.softplus(std + self._raw_init_std) + self._min_std

@@ -20,7 +20,7 @@ from dreamer_lsp.envs import ProcessEnv
 CHECKPOINT_DIR = 'checkpoint'
 
 
-class Interrupted(Exception):
+class RunInterruptedError(Exception):
     """Raised by SIGTERM/SIGINT so the loop can checkpoint and exit cleanly."""
 
 
@@ -49,8 +49,27 @@ def check_config(config):
     for key in ('action_repeat', 'batch_size', 'batch_length', 'horizon', 'train_every'):
         if config[key] < 1:
             raise ConfigError(f'{key} must be at least 1, got {config[key]}')
+    high_levels = ('none', 'cem', 'random', 'policy')
+    if config.skills.high_level not in high_levels:
+        raise ConfigError(
+            f'skills.high_level {config.skills.high_level!r} is invalid; '
+            f'valid: {", ".join(high_levels)}'
+        )
+    if config.skills.high_level != 'none':
+        skills, cem = config.skills, config.cem
+        if skills.length < 1 or skills.horizon < 2 or skills.horizon % skills.length:
+            raise ConfigError(
+                f'skills.horizon ({skills.horizon}) must be at least 2 and a multiple of '
+                f'skills.length ({skills.length})'
+            )
+        if not 1 <= cem.elites <= cem.proposals:
+            raise ConfigError(
+                f'cem.elites ({cem.elites}) must be between 1 and cem.proposals ({cem.proposals})'
+            )
     if config.horizon < 2:
-        raise ConfigError(f'horizon must be at least 2 (λ-returns need a bootstrap), got {config.horizon}')
+        raise ConfigError(
+            f'horizon must be at least 2 (λ-returns need a bootstrap), got {config.horizon}'
+        )
 
 
 def check_saved_config(config, logdir):
@@ -166,7 +185,10 @@ class Trainer:
         self.eval_env.set_random_state(_rng_state_from_json(state['eval_env']))
         self.logger.recent.update(state['logger_recent'])
         self.logger.truncate_after(self.step)
-        print(f'Resumed {self.logdir} at step {self.step} ({self.updates} updates, {self.episodes} episodes).')
+        print(
+            f'Resumed {self.logdir} at step {self.step} '
+            f'({self.updates} updates, {self.episodes} episodes).'
+        )
         return True
 
     # Acting ------------------------------------------------------------------------------
@@ -183,19 +205,25 @@ class Trainer:
         obs = first_obs = env.reset()
         action_size = env.action_size
         state = self.agent.initial_state() if mode != 'random' else None
-        random = np.random.default_rng([self.config.seed, self.episodes]) if mode == 'random' else None
+        random = (
+            np.random.default_rng([self.config.seed, self.episodes]) if mode == 'random' else None
+        )
         steps, done = [], False
         while not done:
             extras = {}
             if mode == 'random':
                 action = random.uniform(-1, 1, action_size).astype(np.float32)
             else:
-                action, state, extras = self.agent.act(self._agent_obs(obs), state, explore=mode == 'train')
+                action, state, extras = self.agent.act(
+                    self._agent_obs(obs), state, explore=mode == 'train'
+                )
             env.step_async(action)
             if on_step:
                 on_step()
             obs, reward, done, info = env.step_wait()
-            steps.append(dict(obs, action=action, reward=reward, discount=info['discount'], **extras))
+            steps.append(
+                dict(obs, action=action, reward=reward, discount=info['discount'], **extras)
+            )
         # Entry 0: the reset observation with zero action, reward and agent extras.
         first = {k: np.zeros_like(v) for k, v in steps[0].items()}
         first.update(first_obs, discount=1.0)
@@ -208,7 +236,14 @@ class Trainer:
         steps = len(episode['reward']) - 1
         self.replay.add({k: v for k, v in episode.items() if k != 'video'})
         self.episodes += 1
-        self.logger.scalars(self.step, {f'{prefix}/return': episode['reward'].sum(), f'{prefix}/length': steps, 'episodes': self.episodes})
+        self.logger.scalars(
+            self.step,
+            {
+                f'{prefix}/return': episode['reward'].sum(),
+                f'{prefix}/length': steps,
+                'episodes': self.episodes,
+            },
+        )
 
     def evaluate(self):
         """Run `eval_episodes` episodes with the actor's mode; log returns, save a video."""
@@ -236,7 +271,7 @@ class Trainer:
     # Training ----------------------------------------------------------------------------
 
     def updates_due(self):
-        """Updates owed at the current step: `pretrain` after the prefill, then one per `train_every` env steps."""
+        """Updates owed now: `pretrain` after the prefill, then one per `train_every` env steps."""
         if self.prefill_end is None:
             return 0
         return self.config.pretrain + (self.step - self.prefill_end) // self.config.train_every
@@ -247,7 +282,10 @@ class Trainer:
             if self.dataset is None:
                 self.dataset = iter(
                     self.replay.dataset(
-                        self.config.batch_size, self.config.batch_length, self.updates, self.config.prefetch
+                        self.config.batch_size,
+                        self.config.batch_length,
+                        self.updates,
+                        self.config.prefetch,
                     )
                 )
             self.replay.tick()
@@ -259,6 +297,7 @@ class Trainer:
         self.step += self.config.action_repeat
         self.train_until_due()
         if self.step >= self.next_log:
+            self.logger.average(self.agent.timings.pop())
             self.logger.write(self.step, self.updates)
             while self.next_log <= self.step:
                 self.next_log += self.config.log_every
@@ -273,7 +312,10 @@ class Trainer:
                 if self.step >= config.prefill:
                     self.prefill_end = self.step
                     self.next_eval = self.step
-                    print(f'Prefilled {self.episodes} episodes ({self.step} steps); training.', flush=True)
+                    print(
+                        f'Prefilled {self.episodes} episodes ({self.step} steps); training.',
+                        flush=True,
+                    )
             while self.step < config.steps:
                 if self.step >= self.next_eval:
                     self.evaluate()
@@ -289,8 +331,10 @@ class Trainer:
             self.logger.write(self.step, self.updates)
             self.save_checkpoint()
             print(f'Finished {self.step} steps; logdir {self.logdir}', flush=True)
-        except Interrupted:
-            print('Interrupted: writing a checkpoint; the same command resumes the run.', flush=True)
+        except RunInterruptedError:
+            print(
+                'Interrupted: writing a checkpoint; the same command resumes the run.', flush=True
+            )
             self.save_checkpoint()
         finally:
             self.close()
@@ -317,7 +361,7 @@ def _rng_state_from_json(state):
 
 
 def _raise_interrupted(signum, frame):
-    raise Interrupted()
+    raise RunInterruptedError()
 
 
 def main(argv=None):

@@ -33,8 +33,12 @@ class Adam(tf.Module):
         self.lr, self.clip, self.eps = lr, clip, eps
         self.beta1, self.beta2 = 0.9, 0.999
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.first = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables_to_train]
-        self.second = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables_to_train]
+        self.first = [
+            tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables_to_train
+        ]
+        self.second = [
+            tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables_to_train
+        ]
         self.loss_scaling = loss_scaling
         self.loss_scale = tf.Variable(2.0**15, trainable=False)
         self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -67,16 +71,40 @@ class Adam(tf.Module):
     def _update_scale(self, finite):
         grow = tf.logical_and(finite, self.good_steps >= 2000)
         self.loss_scale.assign(
-            tf.where(finite, tf.where(grow, self.loss_scale * 2, self.loss_scale), self.loss_scale / 2)
+            tf.where(
+                finite, tf.where(grow, self.loss_scale * 2, self.loss_scale), self.loss_scale / 2
+            )
         )
-        self.good_steps.assign(tf.where(finite & ~grow, self.good_steps + 1, tf.zeros_like(self.good_steps)))
+        self.good_steps.assign(
+            tf.where(finite & ~grow, self.good_steps + 1, tf.zeros_like(self.good_steps))
+        )
 
     def _apply(self, grads):
         self.iterations.assign_add(1)
         step = tf.cast(self.iterations, tf.float32)
         lr = self.lr * tf.sqrt(1 - self.beta2**step) / (1 - self.beta1**step)
-        for var, grad, first, second in zip(self.variables_to_train, grads, self.first, self.second):
+        for var, grad, first, second in zip(
+            self.variables_to_train, grads, self.first, self.second
+        ):
             first.assign(self.beta1 * first + (1 - self.beta1) * grad)
             second.assign(self.beta2 * second + (1 - self.beta2) * tf.square(grad))
             var.assign_sub(lr * first / (tf.sqrt(second) + self.eps))
         return tf.no_op()
+
+
+class Timings:
+    """Running means of named durations in milliseconds, emptied by `pop`."""
+
+    def __init__(self):
+        self._totals = {}
+
+    def add(self, key, milliseconds):
+        """Record one duration under `key`."""
+        total, count = self._totals.get(key, (0.0, 0))
+        self._totals[key] = (total + milliseconds, count + 1)
+
+    def pop(self):
+        """The mean of each key since the last call."""
+        means = {key: total / count for key, (total, count) in self._totals.items()}
+        self._totals = {}
+        return means

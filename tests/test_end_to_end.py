@@ -14,12 +14,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def command(logdir, *extra):
-    return [sys.executable, '-m', 'dreamer_lsp', '--configs', 'debug', 'dmc_proprio', 'dreamer',
-            '--logdir', str(logdir), *extra]
+    return [
+        sys.executable,
+        '-m',
+        'dreamer_lsp',
+        '--configs',
+        'debug',
+        'dmc_proprio',
+        'dreamer',
+        '--logdir',
+        str(logdir),
+        *extra,
+    ]
 
 
 def run(logdir, *extra, timeout=600):
-    result = subprocess.run(command(logdir, *extra), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    result = subprocess.run(
+        command(logdir, *extra), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -49,9 +61,19 @@ def test_a_run_writes_every_logdir_artifact(finished_run):
     steps = [line['step'] for line in lines]
     assert steps == sorted(steps) and steps[-1] >= 1200
     keys = set().union(*lines)
-    for key in ('train/return', 'train/length', 'test/return', 'test/length', 'fps',
-                'train/model_loss', 'train/actor_loss', 'train/value_loss', 'train/kl',
-                'train/model_grad_norm', 'train/action_ent'):
+    for key in (
+        'train/return',
+        'train/length',
+        'test/return',
+        'test/length',
+        'fps',
+        'train/model_loss',
+        'train/actor_loss',
+        'train/value_loss',
+        'train/kl',
+        'train/model_grad_norm',
+        'train/action_ent',
+    ):
         assert key in keys, key
     # 1200 steps of 200-step episodes (100 agent steps with repeat 2): 6 episodes.
     files = episode_files(logdir)
@@ -72,10 +94,11 @@ def test_rerunning_a_finished_run_does_nothing_new(finished_run):
 
 def test_changed_config_is_refused(finished_run):
     logdir, _ = finished_run
-    result = subprocess.run(command(logdir, '--seed', '5'), capture_output=True, text=True, cwd=ROOT,
-                            timeout=120)
+    result = subprocess.run(
+        command(logdir, '--seed', '5'), capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert result.returncode == 2
-    assert "seed: 0 -> 5" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert 'seed: 0 -> 5' in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_longer_run_length_continues(finished_run):
@@ -89,23 +112,38 @@ def test_longer_run_length_continues(finished_run):
 
 def test_sigkill_resumes_without_losing_or_repeating(tmp_path):
     logdir = tmp_path / 'killed'
-    process = subprocess.Popen(command(logdir, '--steps', '2000'), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    process = subprocess.Popen(
+        command(logdir, '--steps', '2000'),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
     deadline = time.time() + 400
     # Kill after the first checkpoint (step 400 = the prefill) plus at least one more episode.
     while time.time() < deadline:
         latest = logdir / 'checkpoint' / 'latest'
-        if latest.exists() and len(episode_files(logdir)) >= 5 and 'ckpt-000000400' not in latest.read_text():
+        if (
+            latest.exists()
+            and len(episode_files(logdir)) >= 5
+            and 'ckpt-000000400' not in latest.read_text()
+        ):
             break
         if process.poll() is not None:
             pytest.fail('run ended before it could be killed:\n' + process.stdout.read()[-3000:])
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    state = json.loads((logdir / 'checkpoint' / (logdir / 'checkpoint' / 'latest').read_text().strip()
-                        / 'state.json').read_text())
+    state = json.loads(
+        (
+            logdir
+            / 'checkpoint'
+            / (logdir / 'checkpoint' / 'latest').read_text().strip()
+            / 'state.json'
+        ).read_text()
+    )
     result = run(logdir, '--steps', '2000')
-    assert f"Resumed {logdir} at step {state['step']}" in result.stdout
+    assert f'Resumed {logdir} at step {state["step"]}' in result.stdout
     assert 'Prefilled' not in result.stdout
     files = episode_files(logdir)
     # Every stored episode has 100 steps, and their count matches the final step counter exactly.

@@ -1,0 +1,295 @@
+"""Latent Skill Planning [LSP §3, Alg. 1, Alg. 2, A.3, A.7] on top of the Dreamer agent.
+
+A skill z (continuous, `skills.dim`-dimensional) is held for K = `skills.length` agent steps and
+conditions the low-level actor q_φ(a | s, z). The high level picks skills by CEM over the
+world model (`lsp`, `no_mi`), at random (`random_skills`, `randskills_inp`) or with an amortised
+policy (`hiro`). The backward skill predictor q_χ(z | {s}, s0) gives the intrinsic reward
+r_i = log q_χ that maximises a lower bound on the mutual information of skills and states.
+"""
+
+import math
+import time
+
+import numpy as np
+
+from dreamer_lsp import networks
+from dreamer_lsp._tf import tf
+from dreamer_lsp.dreamer import Dreamer
+from dreamer_lsp.utils import Adam
+
+HIGH_LEVELS = ('cem', 'random', 'policy')
+
+
+class SkillPredictor(tf.Module):
+    """Backward skill predictor q_χ(z | {s}, s0): the feature decoder's architecture [LSP A.3].
+
+    Its input is the features of a segment's first state s0 and of the K states that follow,
+    concatenated, plus Gaussian noise of std `noise` (A.7: keeps skills from collapsing onto
+    differences the world model predicts exactly but that are invisible in the motion).
+    """
+
+    def __init__(self, rng, feat_size, skill_length, skill_dim, model_config, noise):
+        super().__init__(name='skill_predictor')
+        self.net = networks.GaussianMLP(
+            rng,
+            feat_size * (skill_length + 1),
+            skill_dim,
+            model_config.mlp_layers,
+            model_config.mlp_units,
+            model_config.dense_act,
+            model_config.min_std,
+            model_config.max_std,
+        )
+        self.noise = noise
+        self._rng = rng
+
+    def __call__(self, segments):
+        """The skill distribution for segments [..., K + 1, F]."""
+        x = tf.reshape(segments, tf.concat([tf.shape(segments)[:-2], [-1]], 0))
+        x = tf.cast(x, tf.float32)
+        if self.noise:
+            x += self.noise * self._rng.normal(tf.shape(x))
+        return self.net(x)
+
+
+class LSP(Dreamer):
+    """Dreamer with a skill-conditioned actor, a high level over skills and the MI reward."""
+
+    def __init__(self, config, obs_space, action_size, dtype=None):
+        skills = config.skills
+        if skills.high_level not in HIGH_LEVELS:
+            raise ValueError(
+                f'skills.high_level {skills.high_level!r} is invalid; '
+                f'valid: {", ".join(HIGH_LEVELS)}'
+            )
+        self.skill_dim, self.skill_length = skills.dim, skills.length
+        self.horizon = skills.horizon
+        self.num_skills = math.ceil(self.horizon / self.skill_length)
+        super().__init__(config, obs_space, action_size, dtype)
+        feat = self.world_model.rssm.feat_size
+        model = config.model
+        self.predictor = SkillPredictor(
+            self.rng, feat, self.skill_length, self.skill_dim, model, skills.predictor_noise
+        )
+        scaling = self.dtype == tf.float16
+        self.predictor_opt = Adam(
+            'predictor_opt',
+            [self.predictor],
+            skills.predictor_lr,
+            config.grad_clip,
+            config.adam_eps,
+            scaling,
+        )
+        if skills.high_level == 'policy':
+            # HIRO baseline: an amortised high-level policy over skills, trained with the actor.
+            self.high_policy = networks.GaussianMLP(
+                self.rng, feat, self.skill_dim, config.actor.layers, model.units, model.dense_act
+            )
+            self.actor_opt = Adam(
+                'actor_opt',
+                [self.actor, self.high_policy],
+                config.actor.lr,
+                config.grad_clip,
+                config.adam_eps,
+                scaling,
+            )
+        self.train_actor = not skills.freeze_actor
+        self.plan = tf.function(self._plan)
+        self.filter = tf.function(self._filter)
+        self.skill_action = tf.function(self._skill_action)
+
+    @property
+    def actor_extra_inputs(self):
+        """The actor sees the skill next to the features."""
+        return self.config.skills.dim
+
+    def actor_dist(self, feat, skill):
+        """q_φ(a | s, z)."""
+        return self.actor(tf.concat([feat, tf.cast(skill, feat.dtype)], -1))
+
+    def skill_like(self, feat):
+        """Zero skills, to log the actor's entropy on the batch's posterior states."""
+        return tf.zeros(tf.concat([tf.shape(feat)[:-1], [self.skill_dim]], 0), feat.dtype)
+
+    # Imagination ---------------------------------------------------------------------------
+
+    def rollout(self, state, skills):
+        """Imagine `horizon` steps of q_φ(a | s, z) from `state` [N], skill k(t) = t // K.
+
+        skills: [N, S, D], or None to let the high-level policy choose at segment starts.
+        Returns features [H, N, F] and the skills used [N, S, D].
+        """
+        rssm = self.world_model.rssm
+        feats, chosen = [], []
+        for t in range(self.horizon):
+            if t % self.skill_length == 0:
+                index = t // self.skill_length
+                if skills is None:
+                    dist = self.high_policy(tf.stop_gradient(rssm.feat(state)))
+                    skill = dist.mean() + dist.stddev() * self.rng.normal(tf.shape(dist.mean()))
+                else:
+                    skill = skills[:, index]
+                chosen.append(skill)
+            action = self.actor_dist(tf.stop_gradient(rssm.feat(state)), skill).sample()
+            state = rssm.img_step(state, tf.cast(action, self.dtype))
+            feats.append(rssm.feat(state))
+        return tf.stack(feats, 0), tf.stack(chosen, 1)
+
+    def cem(self, start):
+        """CEM over skill sequences z_{1:S} [LSP Alg. 2], scored on every start state.
+
+        start: states [N, ...]. Each iteration samples G proposals from N(mean, std), imagines
+        all G x N rollouts in one batch, scores each proposal by its λ-return value estimate
+        averaged over the N starts, and refits mean and std to the top M.
+        Returns mean [S, D], std [S, D] and the elites' mean score.
+        """
+        cem = self.config.cem
+        count = tf.shape(start['deter'])[0]
+        shape = (self.num_skills, self.skill_dim)
+        mean, std = tf.zeros(shape), tf.ones(shape)
+        tiled = {k: tf.tile(v, [cem.proposals, 1]) for k, v in start.items()}  # [G * N, ...]
+        elite_value = tf.constant(0.0)
+        for _ in range(cem.iterations):
+            proposals = mean + std * self.rng.normal((cem.proposals, *shape))  # [G, S, D]
+            skills = tf.repeat(proposals, count, axis=0)  # row g * N + n pairs proposal g, start n
+            feats, _ = self.rollout(tiled, skills)
+            reward = self.world_model.reward(feats).mode()
+            _, returns, _ = self.returns(feats, reward)
+            scores = tf.reduce_mean(tf.reshape(returns[0], (cem.proposals, count)), 1)  # [G]
+            elites = tf.math.top_k(scores, cem.elites)
+            chosen = tf.gather(proposals, elites.indices)  # [M, S, D]
+            mean, std = tf.reduce_mean(chosen, 0), tf.math.reduce_std(chosen, 0)
+            elite_value = tf.reduce_mean(elites.values)
+        return mean, std, elite_value
+
+    def segments(self, start_feat, feats):
+        """Per-skill segments [S, N, K + 1, F]: s0 and the K states that follow it."""
+        states = tf.concat([start_feat[None], feats], 0)  # [H + 1, N, F]
+        length = self.skill_length
+        parts = [states[k * length : (k + 1) * length + 1] for k in range(self.num_skills)]
+        return tf.stack([tf.transpose(p, (1, 0, 2)) for p in parts], 0)
+
+    def imagine_returns(self, start):
+        """Alg. 1 behaviour learning: CEM from the batch's states, then imagination with skills.
+
+        Horizon: the plan horizon H (`skills.horizon`), over which CEM optimised the skills.
+        """
+        skills_config = self.config.skills
+        rssm = self.world_model.rssm
+        state = {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in start.items()}
+        count = tf.shape(state['deter'])[0]
+        metrics = {}
+        if skills_config.high_level == 'cem':
+            mean, std, elite_value = self.cem(self._cem_starts(state, count))
+            # §3.2: noise on the mean keeps the skill distribution's entropy from collapsing.
+            mean += skills_config.mean_noise * self.rng.normal(tf.shape(mean))
+            skills = mean + std * self.rng.normal((count, self.num_skills, self.skill_dim))
+            metrics.update(
+                cem_elite_value=elite_value,
+                cem_std=tf.reduce_mean(std),
+                skill_entropy=gaussian_entropy(std),
+            )
+        elif skills_config.high_level == 'random':
+            skills = self.rng.normal((count, self.num_skills, self.skill_dim))
+        else:
+            skills = None
+        feats, skills = self.rollout(state, skills)
+        reward = self.world_model.reward(feats).mode()
+        metrics['imag_reward'] = tf.reduce_mean(reward)
+        aux = {}
+        if skills_config.intrinsic:
+            segments = self.segments(rssm.feat(state), feats)
+            targets = tf.stop_gradient(tf.transpose(skills, (1, 0, 2)))  # [S, N, D]
+            log_q = self.predictor(segments).log_prob(targets)  # [S, N]
+            # A segment's log q_χ is spread evenly over its K steps, so that every imagined
+            # step carries the same share of its segment's intrinsic reward.
+            intrinsic = tf.repeat(log_q / self.skill_length, self.skill_length, axis=0)
+            intrinsic = intrinsic[: self.horizon]
+            reward += skills_config.intrinsic_scale * intrinsic
+            metrics['intrinsic_reward'] = tf.reduce_mean(intrinsic)
+            aux = dict(segments=tf.stop_gradient(segments), skills=targets)
+        weights, returns, value = self.returns(feats, reward)
+        metrics['imag_value'] = tf.reduce_mean(value)
+        return feats, weights, returns, aux, metrics
+
+    def _cem_starts(self, state, count):
+        """All start states (paper), or a random subset of `cem.train_starts` of them."""
+        subset = self.config.cem.train_starts
+        if not subset:
+            return state
+        indices = tf.argsort(self.rng.uniform((count,)))[: tf.minimum(subset, count)]
+        return {k: tf.gather(v, indices) for k, v in state.items()}
+
+    def auxiliary_updates(self, aux):
+        """Maximum-likelihood update of the skill predictor on imagined segments [LSP §3.2]."""
+        if not aux:
+            return {}
+        with tf.GradientTape() as tape:
+            log_likelihood = tf.reduce_mean(self.predictor(aux['segments']).log_prob(aux['skills']))
+            loss = -log_likelihood
+        norm = self.predictor_opt.minimize(tape, loss)
+        return dict(predictor_log_likelihood=log_likelihood, predictor_grad_norm=norm)
+
+    # Acting ------------------------------------------------------------------------------
+
+    def initial_state(self, batch_size=1):
+        """Latent, previous action, active skill and steps since the skill was chosen."""
+        latent, action = super().initial_state(batch_size)
+        return latent, action, tf.zeros((batch_size, self.skill_dim)), 0
+
+    def _plan(self, latent, explore):
+        """Choose the next skill from `latent` [1]: MPC in skill space for `cem` [LSP Alg. 1]."""
+        high_level = self.config.skills.high_level
+        if high_level == 'cem':
+            mean, std, _ = self.cem(latent)
+            skill = (
+                mean[:1] + std[:1] * self.rng.normal((1, self.skill_dim)) if explore else mean[:1]
+            )
+        elif high_level == 'random':
+            skill = self.rng.normal((1, self.skill_dim))
+        else:
+            dist = self.high_policy(self.world_model.rssm.feat(latent))
+            noise = self.rng.normal(tf.shape(dist.mean())) if explore else 0.0
+            skill = dist.mean() + dist.stddev() * noise
+        return skill
+
+    def _filter(self, obs, latent, prev_action):
+        """The posterior latent state after observing `obs`."""
+        embed = self.world_model.encoder(self.world_model.preprocess(obs))
+        latent, _ = self.world_model.rssm.obs_step(latent, prev_action, embed)
+        return latent
+
+    def _skill_action(self, latent, skill, explore):
+        """An action of q_φ(a | s, z) with exploration noise (explore) or its mode (evaluation)."""
+        dist = self.actor_dist(self.world_model.rssm.feat(latent), skill)
+        action = dist.sample() if explore else dist.mode()
+        amount = self.config.actor.expl_amount if explore else self.config.actor.eval_noise
+        if amount:
+            action = tf.clip_by_value(action + amount * self.rng.normal(tf.shape(action)), -1, 1)
+        return action
+
+    def act(self, obs, state, explore):
+        """One agent step; every K steps a new skill is chosen from the filtered latent state."""
+        begin = time.perf_counter()
+        latent, prev_action, skill, age = state
+        latent = self.filter(obs, latent, prev_action)
+        replan = age % self.skill_length == 0
+        if replan:
+            planned = time.perf_counter()
+            skill = self.plan(latent, explore)
+            self.timings.add('acting/cem_ms', 1000 * (time.perf_counter() - planned))
+        action = self.skill_action(latent, skill, explore)
+        action_numpy = action.numpy()[0]
+        self.timings.add(
+            'acting/plan_step_ms' if replan else 'acting/step_ms',
+            1000 * (time.perf_counter() - begin),
+        )
+        extras = {'skill': skill.numpy()[0].astype(np.float32)}
+        return action_numpy, (latent, tf.cast(action, self.dtype), skill, age + 1), extras
+
+
+def gaussian_entropy(std):
+    """Entropy of a diagonal Gaussian with `std` [..., D], summed over D and averaged."""
+    return tf.reduce_mean(
+        tf.reduce_sum(0.5 * tf.math.log(2 * math.pi * math.e * tf.square(std) + 1e-8), -1)
+    )
