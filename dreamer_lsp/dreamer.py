@@ -235,6 +235,10 @@ class Dreamer(tf.Module):
                 action = tf.clip_by_value(action + noise, -1.0, 1.0)
         return action, (latent, tf.cast(action, self.dtype))
 
+    def idle_extras(self):
+        """What an episode stores per step besides observations when the agent is not acting."""
+        return {}
+
     def act(self, obs, state, explore):
         """Acting step for the environment loop: returns a NumPy action [A], state, extras."""
         begin = time.perf_counter()

@@ -136,31 +136,26 @@ class LSP(Dreamer):
         return tf.stack(feats, 0), tf.stack(chosen, 1)
 
     def cem(self, start):
-        """CEM over skill sequences z_{1:S} [LSP Alg. 2], scored on every start state.
+        """CEM over skill sequences z_{1:S} [LSP Alg. 2], each proposal scored on every start.
 
-        start: states [N, ...]. Each iteration samples G proposals from N(mean, std), imagines
-        all G x N rollouts in one batch, scores each proposal by its λ-return value estimate
-        averaged over the N starts, and refits mean and std to the top M.
+        start: states [N, ...]. Every iteration imagines all G x N rollouts in one batch and
+        scores a proposal by its λ-return value estimate averaged over the N starts.
         Returns mean [S, D], std [S, D] and the elites' mean score.
         """
         cem = self.config.cem
         count = tf.shape(start['deter'])[0]
-        shape = (self.num_skills, self.skill_dim)
-        mean, std = tf.zeros(shape), tf.ones(shape)
         tiled = {k: tf.tile(v, [cem.proposals, 1]) for k, v in start.items()}  # [G * N, ...]
-        elite_value = tf.constant(0.0)
-        for _ in range(cem.iterations):
-            proposals = mean + std * self.rng.normal((cem.proposals, *shape))  # [G, S, D]
-            skills = tf.repeat(proposals, count, axis=0)  # row g * N + n pairs proposal g, start n
+
+        def score(proposals):  # [G, S, D] -> [G]
+            skills = tf.repeat(proposals, count, axis=0)  # row g * N + n: proposal g, start n
             feats, _ = self.rollout(tiled, skills)
-            reward = self.world_model.reward(feats).mode()
-            _, returns, _ = self.returns(feats, reward)
-            scores = tf.reduce_mean(tf.reshape(returns[0], (cem.proposals, count)), 1)  # [G]
-            elites = tf.math.top_k(scores, cem.elites)
-            chosen = tf.gather(proposals, elites.indices)  # [M, S, D]
-            mean, std = tf.reduce_mean(chosen, 0), tf.math.reduce_std(chosen, 0)
-            elite_value = tf.reduce_mean(elites.values)
-        return mean, std, elite_value
+            _, returns, _ = self.returns(feats, self.world_model.reward(feats).mode())
+            return tf.reduce_mean(tf.reshape(returns[0], (cem.proposals, count)), 1)
+
+        shape = (self.num_skills, self.skill_dim)
+        return cross_entropy_method(
+            score, shape, cem.proposals, cem.elites, cem.iterations, self.rng
+        )
 
     def segments(self, start_feat, feats):
         """Per-skill segments [S, N, K + 1, F]: s0 and the K states that follow it."""
@@ -237,6 +232,10 @@ class LSP(Dreamer):
         latent, action = super().initial_state(batch_size)
         return latent, action, tf.zeros((batch_size, self.skill_dim)), 0
 
+    def idle_extras(self):
+        """Random prefill steps store a zero skill, so every episode has the same keys."""
+        return {'skill': np.zeros(self.skill_dim, np.float32)}
+
     def _plan(self, latent, explore):
         """Choose the next skill from `latent` [1]: MPC in skill space for `cem` [LSP Alg. 1]."""
         high_level = self.config.skills.high_level
@@ -286,6 +285,26 @@ class LSP(Dreamer):
         )
         extras = {'skill': skill.numpy()[0].astype(np.float32)}
         return action_numpy, (latent, tf.cast(action, self.dtype), skill, age + 1), extras
+
+
+def refit(proposals, scores, elites):
+    """Mean, std and mean score of the `elites` best proposals [G, ...] by scores [G]."""
+    best = tf.math.top_k(scores, elites)
+    chosen = tf.gather(proposals, best.indices)
+    return tf.reduce_mean(chosen, 0), tf.math.reduce_std(chosen, 0), tf.reduce_mean(best.values)
+
+
+def cross_entropy_method(score, shape, proposals, elites, iterations, rng):
+    """Maximise `score` ([G, *shape] -> [G]) from N(0, I) [LSP Alg. 2]; graph-friendly.
+
+    Returns the final mean and std (each `shape`) and the last elites' mean score.
+    """
+    mean, std = tf.zeros(shape), tf.ones(shape)
+    elite_value = tf.constant(0.0)
+    for _ in range(iterations):
+        samples = mean + std * rng.normal((proposals, *shape))
+        mean, std, elite_value = refit(samples, score(samples), elites)
+    return mean, std, elite_value
 
 
 def gaussian_entropy(std):

@@ -17,8 +17,8 @@ import uuid
 import numpy as np
 
 REQUIRED_KEYS = ('action', 'reward')
-# Kept for relabeling and videos; never part of a training batch.
-NON_TRAINING_KEYS = frozenset({'video', 'qpos', 'qvel', 'arena'})
+# Kept for relabeling, videos and analysis; never part of a training batch.
+NON_TRAINING_KEYS = frozenset({'video', 'qpos', 'qvel', 'arena', 'skill'})
 ORPHAN_DIRNAME = 'orphaned_episodes'
 _NAME_RE = re.compile(r'^(\d+)-(\d+)$')
 

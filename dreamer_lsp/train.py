@@ -210,9 +210,9 @@ class Trainer:
         )
         steps, done = [], False
         while not done:
-            extras = {}
             if mode == 'random':
                 action = random.uniform(-1, 1, action_size).astype(np.float32)
+                extras = self.agent.idle_extras()
             else:
                 action, state, extras = self.agent.act(
                     self._agent_obs(obs), state, explore=mode == 'train'

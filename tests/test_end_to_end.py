@@ -13,7 +13,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def command(logdir, *extra):
+def command(logdir, *extra, preset='dreamer'):
     return [
         sys.executable,
         '-m',
@@ -21,16 +21,20 @@ def command(logdir, *extra):
         '--configs',
         'debug',
         'dmc_proprio',
-        'dreamer',
+        preset,
         '--logdir',
         str(logdir),
         *extra,
     ]
 
 
-def run(logdir, *extra, timeout=600):
+def run(logdir, *extra, timeout=600, preset='dreamer'):
     result = subprocess.run(
-        command(logdir, *extra), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        command(logdir, *extra, preset=preset),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -110,50 +114,66 @@ def test_longer_run_length_continues(finished_run):
     assert len(episode_files(logdir)) == 8
 
 
-def test_sigkill_resumes_without_losing_or_repeating(tmp_path):
-    logdir = tmp_path / 'killed'
+PRESETS = ['dreamer', 'lsp', 'random_skills', 'randskills_inp', 'no_mi', 'hiro', 'lsp_fixed_policy']
+
+
+@pytest.mark.parametrize('preset', PRESETS)
+def test_sigkill_resumes_without_losing_or_repeating(tmp_path, preset):
+    logdir = tmp_path / preset
     process = subprocess.Popen(
-        command(logdir, '--steps', '2000'),
+        command(logdir, '--steps', '1400', preset=preset),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         cwd=ROOT,
     )
     deadline = time.time() + 400
-    # Kill after the first checkpoint (step 400 = the prefill) plus at least one more episode.
+    # Kill after a checkpoint past the prefill's (step 400) and one more stored episode.
+    latest = logdir / 'checkpoint' / 'latest'
     while time.time() < deadline:
-        latest = logdir / 'checkpoint' / 'latest'
         if (
             latest.exists()
-            and len(episode_files(logdir)) >= 5
             and 'ckpt-000000400' not in latest.read_text()
+            and len(episode_files(logdir)) >= 5
         ):
             break
         if process.poll() is not None:
             pytest.fail('run ended before it could be killed:\n' + process.stdout.read()[-3000:])
-        time.sleep(0.2)
+        time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    state = json.loads(
-        (
-            logdir
-            / 'checkpoint'
-            / (logdir / 'checkpoint' / 'latest').read_text().strip()
-            / 'state.json'
-        ).read_text()
-    )
-    result = run(logdir, '--steps', '2000')
+    checkpoint = logdir / 'checkpoint' / latest.read_text().strip()
+    state = json.loads((checkpoint / 'state.json').read_text())
+    result = run(logdir, '--steps', '1400', preset=preset)
     assert f'Resumed {logdir} at step {state["step"]}' in result.stdout
     assert 'Prefilled' not in result.stdout
     files = episode_files(logdir)
     # Every stored episode has 100 steps, and their count matches the final step counter exactly.
-    lengths = [int(np.load(f)['reward'].shape[0]) - 1 for f in files]
-    assert all(length == 100 for length in lengths)
-    names = [f.name for f in files]
-    assert names == [f'{i:06d}-100.npz' for i in range(len(files))]
+    assert [f.name for f in files] == [f'{i:06d}-100.npz' for i in range(len(files))]
+    assert len(files) == 7
     lines = metrics(logdir)
     train_lines = [line for line in lines if 'train/return' in line]
     assert [line['episodes'] for line in train_lines] == list(range(1, len(files) + 1))
     assert [line['step'] for line in train_lines] == [200 * i for i in range(1, len(files) + 1)]
     steps = [line['step'] for line in lines]
-    assert steps == sorted(steps) and steps[-1] >= 2000
+    assert steps == sorted(steps) and steps[-1] >= 1400
+    for artifact in ('config.yaml', 'tensorboard', 'videos', 'checkpoint/latest'):
+        assert (logdir / artifact).exists(), artifact
+    episode = np.load(files[-1])
+    if preset != 'dreamer':
+        skills = episode['skill']
+        assert skills.shape == (101, 3)
+        # Skills are held for K = 2 agent steps (debug block), chosen at steps 0, 2, 4, ...
+        assert np.array_equal(skills[1], skills[2]) and np.array_equal(skills[3], skills[4])
+        keys = set().union(*lines)
+        assert 'train/acting/cem_ms' in keys or preset in (
+            'random_skills',
+            'randskills_inp',
+            'hiro',
+        )
+        if preset in ('lsp', 'random_skills', 'hiro', 'lsp_fixed_policy'):
+            assert 'train/intrinsic_reward' in keys and 'train/predictor_log_likelihood' in keys
+        if preset in ('lsp', 'no_mi', 'lsp_fixed_policy'):
+            assert {'train/cem_elite_value', 'train/cem_std', 'train/skill_entropy'} <= keys
+    else:
+        assert 'skill' not in episode

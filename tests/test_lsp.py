@@ -1,0 +1,193 @@
+"""LSP components with real TensorFlow graphs and the `debug` sizes."""
+
+import numpy as np
+import pytest
+
+from dreamer_lsp import config as config_lib
+from dreamer_lsp._tf import tf
+from dreamer_lsp.agents import make_agent
+from dreamer_lsp.lsp import LSP, cross_entropy_method, refit
+
+SPACE = {'features': ((5,), np.float32)}
+
+
+def make(preset, **overrides):
+    config = config_lib.build(['debug', 'dmc_proprio', preset], overrides)
+    return make_agent(config, SPACE, 2)
+
+
+def batch(agent, seed=0):
+    rng = np.random.default_rng(seed)
+    b, t = agent.config.batch_size, agent.config.batch_length
+    return {
+        'features': tf.constant(rng.normal(size=(b, t, 5)), tf.float32),
+        'action': tf.constant(rng.uniform(-1, 1, (b, t, 2)), tf.float32),
+        'reward': tf.constant(rng.normal(size=(b, t)), tf.float32),
+    }
+
+
+def start_states(agent, data):
+    _, post, _ = agent.world_model.loss(data)
+    return {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in post.items()}
+
+
+def test_cem_converges_on_a_known_objective():
+    target = tf.constant([[0.5, -1.0, 1.5]])
+    rng = tf.random.Generator.from_seed(3)
+
+    def score(z):  # -||z - z*||^2 per proposal
+        return -tf.reduce_sum(tf.square(z - target), [1, 2])
+
+    optimise = tf.function(
+        lambda: cross_entropy_method(score, (1, 3), proposals=64, elites=8, iterations=12, rng=rng)
+    )
+    mean, std, elite_value = optimise()
+    np.testing.assert_allclose(mean.numpy(), target.numpy(), atol=0.1)
+    assert np.all(std.numpy() < 0.1)  # shrinks from the prior's 1
+    assert elite_value.numpy() > -0.02
+
+
+def test_refit_takes_the_top_m_as_numpy_does():
+    rng = np.random.default_rng(0)
+    proposals = rng.normal(size=(16, 1, 3)).astype(np.float32)
+    scores = rng.normal(size=16).astype(np.float32)
+    mean, std, value = refit(tf.constant(proposals), tf.constant(scores), 4)
+    top = np.argsort(-scores)[:4]
+    np.testing.assert_allclose(mean.numpy(), proposals[top].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std.numpy(), proposals[top].std(0), rtol=1e-4)
+    np.testing.assert_allclose(value.numpy(), scores[top].mean(), rtol=1e-5)
+
+
+def test_lsp_presets_match_the_spec_table():
+    expected = {
+        'lsp': ('cem', True, False),
+        'random_skills': ('random', True, False),
+        'randskills_inp': ('random', False, False),
+        'no_mi': ('cem', False, False),
+        'hiro': ('policy', True, False),
+        'lsp_fixed_policy': ('cem', True, True),
+        'dreamer': ('none', False, False),
+    }
+    for preset, row in expected.items():
+        skills = config_lib.build([preset]).skills
+        assert (skills.high_level, skills.intrinsic, skills.freeze_actor) == row
+    config = config_lib.build(['lsp'])
+    assert (config.skills.dim, config.skills.length, config.skills.horizon) == (3, 10, 10)
+    assert (config.cem.proposals, config.cem.elites, config.cem.iterations) == (16, 4, 4)
+    assert (config.skills.predictor_lr, config.skills.mean_noise) == (8e-5, 0.1)
+
+
+def test_train_step_and_planner_do_not_retrace():
+    agent = make('lsp')
+    agent.train(batch(agent, 0))
+    agent.train(batch(agent, 1))
+    assert agent.train.experimental_get_tracing_count() == 1
+    state = agent.initial_state()
+    for _ in range(2 * agent.skill_length + 1):
+        obs = {'features': tf.random.normal((1, 5))}
+        _, state, _ = agent.act(obs, state, explore=True)
+    assert agent.plan.experimental_get_tracing_count() == 1
+    assert agent.filter.experimental_get_tracing_count() == 1
+
+
+def test_skill_changes_only_every_k_steps():
+    agent = make('lsp')
+    state = agent.initial_state()
+    skills = []
+    for _ in range(3 * agent.skill_length):
+        _, state, extras = agent.act({'features': tf.random.normal((1, 5))}, state, True)
+        skills.append(extras['skill'])
+    skills = np.array(skills)
+    changes = [t for t in range(1, len(skills)) if not np.array_equal(skills[t], skills[t - 1])]
+    k = agent.skill_length
+    assert changes == [k, 2 * k]
+
+
+def test_evaluation_acts_with_the_planned_mean_deterministically_given_the_state():
+    agent = make('lsp')
+    _, state, extras = agent.act({'features': tf.ones((1, 5))}, agent.initial_state(), False)
+    assert extras['skill'].shape == (3,)
+
+
+def test_predictor_noise_is_a_config_key_and_applied():
+    agent = make('lsp', **{'skills.predictor_noise': 0.7})
+    assert agent.predictor.noise == 0.7
+    segments = tf.random.normal((4, agent.skill_length + 1, agent.world_model.rssm.feat_size))
+    first = agent.predictor(segments).mean().numpy()
+    second = agent.predictor(segments).mean().numpy()
+    assert not np.allclose(first, second)
+    quiet = make('lsp', **{'skills.predictor_noise': 0.0})
+    np.testing.assert_array_equal(
+        quiet.predictor(segments).mean().numpy(), quiet.predictor(segments).mean().numpy()
+    )
+
+
+def test_intrinsic_reward_is_the_predictor_log_probability_of_the_rollout():
+    agent = make('lsp', **{'skills.predictor_noise': 0.0})
+    start = start_states(agent, batch(agent))
+    _, _, _, aux, metrics = agent.imagine_returns(start)
+    log_q = agent.predictor(aux['segments']).log_prob(aux['skills'])  # [S, N]
+    expected = tf.reduce_mean(log_q) / agent.skill_length
+    np.testing.assert_allclose(metrics['intrinsic_reward'].numpy(), expected.numpy(), rtol=1e-5)
+    k, feat = agent.skill_length, agent.world_model.rssm.feat_size
+    assert aux['segments'].shape[1:] == (start['deter'].shape[0], k + 1, feat)
+
+
+@pytest.mark.parametrize('preset', ['no_mi', 'randskills_inp'])
+def test_presets_without_mi_have_no_intrinsic_reward(preset):
+    agent = make(preset)
+    start = start_states(agent, batch(agent))
+    feats, _, returns, aux, metrics = agent.imagine_returns(start)
+    assert aux == {} and 'intrinsic_reward' not in metrics
+    reward = agent.world_model.reward(feats).mode()
+    _, expected, _ = agent.returns(feats, reward)
+    assert expected.shape == returns.shape
+    assert 'predictor_log_likelihood' not in agent.train(batch(agent))
+
+
+def test_random_skills_never_call_cem(monkeypatch):
+    calls = []
+    original = LSP.cem
+    monkeypatch.setattr(LSP, 'cem', lambda self, start: calls.append(1) or original(self, start))
+    agent = make('random_skills')
+    agent.train(batch(agent))
+    state = agent.initial_state()
+    for _ in range(agent.skill_length + 1):
+        _, state, _ = agent.act({'features': tf.random.normal((1, 5))}, state, True)
+    assert calls == []
+    lsp = make('lsp')
+    lsp.train(batch(lsp))
+    assert calls  # the same spy sees LSP's calls
+
+
+def test_fixed_policy_leaves_the_actor_bit_identical():
+    agent = make('lsp_fixed_policy')
+    before = [v.numpy().copy() for v in agent.actor.variables]
+    predictor_before = [v.numpy().copy() for v in agent.predictor.variables]
+    for seed in range(3):
+        agent.train(batch(agent, seed))
+    for old, new in zip(before, agent.actor.variables):
+        np.testing.assert_array_equal(old, new.numpy())
+    assert any(
+        not np.array_equal(o, n.numpy())
+        for o, n in zip(predictor_before, agent.predictor.variables)
+    )
+
+
+def test_hiro_trains_its_high_level_policy():
+    agent = make('hiro')
+    before = [v.numpy().copy() for v in agent.high_policy.variables]
+    metrics = agent.train(batch(agent))
+    assert 'predictor_log_likelihood' in metrics and 'cem_std' not in metrics
+    assert any(
+        not np.array_equal(o, n.numpy()) for o, n in zip(before, agent.high_policy.variables)
+    )
+
+
+def test_cem_subset_of_start_states_is_a_config_key():
+    agent = make('lsp', **{'cem.train_starts': 5})
+    start = start_states(agent, batch(agent))
+    subset = agent._cem_starts(start, tf.shape(start['deter'])[0])
+    assert subset['deter'].shape[0] == 5
+    metrics = agent.train(batch(agent))
+    assert np.isfinite(metrics['cem_elite_value'].numpy())
