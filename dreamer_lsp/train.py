@@ -66,6 +66,10 @@ def check_config(config):
             raise ConfigError(
                 f'cem.elites ({cem.elites}) must be between 1 and cem.proposals ({cem.proposals})'
             )
+    for key in ('checkpoint', 'replay'):
+        source = config.transfer[key]
+        if source and not pathlib.Path(source).expanduser().is_dir():
+            raise ConfigError(f'transfer.{key} {source!r} is not a directory')
     if config.horizon < 2:
         raise ConfigError(
             f'horizon must be at least 2 (λ-returns need a bootstrap), got {config.horizon}'
@@ -127,6 +131,28 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(agent=self.agent)
         self.dataset = None
         self.resumed = self._restore()
+        if not self.resumed:
+            self._start_transfer()
+
+    def _start_transfer(self):
+        """Load a source run's networks and seed the replay, as `transfer` asks [LSP §4.3]."""
+        from dreamer_lsp import transfer
+        from dreamer_lsp.replay import episode_files, load_episode
+
+        if self.config.transfer.checkpoint:
+            report = transfer.load_matching(self.agent, self.config.transfer.checkpoint)
+            transfer.write_report(self.logdir, report)
+        if self.config.transfer.replay:
+            files = episode_files(self.config.transfer.replay)
+            if not files:
+                raise ConfigError(f'transfer.replay {self.config.transfer.replay} has no episodes')
+            for path in files:
+                self.replay.add(load_episode(path))
+            # The seeded replay replaces the random prefill; training starts at step 0.
+            self.prefill_end = self.next_eval = 0
+            print(
+                f'Seeded the replay with {len(files)} episodes from {self.config.transfer.replay}.'
+            )
 
     # Checkpoints -------------------------------------------------------------------------
 

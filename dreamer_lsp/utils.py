@@ -19,6 +19,14 @@ def lambda_return(reward, value, pcont, bootstrap, lambda_):
     return tf.stack(returns[::-1], 0)
 
 
+class _Untracked:
+    """Holds variables without making them checkpoint dependencies of the holder, so each
+    network's weights are saved under the network's own path."""
+
+    def __init__(self, items):
+        self.items = items
+
+
 class Adam(tf.Module):
     """Adam with global-norm gradient clipping over a fixed set of modules [ref tools.Adam].
 
@@ -29,7 +37,7 @@ class Adam(tf.Module):
 
     def __init__(self, name, modules, lr, clip=None, eps=1e-7, loss_scaling=False):
         super().__init__(name=name)
-        self.variables_to_train = [v for m in modules for v in m.trainable_variables]
+        self._trained = _Untracked([v for m in modules for v in m.trainable_variables])
         self.lr, self.clip, self.eps = lr, clip, eps
         self.beta1, self.beta2 = 0.9, 0.999
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -42,6 +50,11 @@ class Adam(tf.Module):
         self.loss_scaling = loss_scaling
         self.loss_scale = tf.Variable(2.0**15, trainable=False)
         self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    @property
+    def variables_to_train(self):
+        """The variables this optimizer updates."""
+        return self._trained.items
 
     @property
     def parameter_count(self):
