@@ -137,8 +137,7 @@ def draw_curves(
         ax.set_title(task_title(task, [run for run in runs if run.task == task]))
         ax.set_xlabel(xlabel.format(unit=unit))
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        if max_steps:
-            ax.set_xlim(0, max_steps / scale)
+        ax.set_xlim(0, max_steps / scale if max_steps else None)
         ax.grid(alpha=0.3)
     handles = {}
     for ax in axes:
