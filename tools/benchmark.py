@@ -1,0 +1,236 @@
+"""Benchmark the agent at paper size on this machine and print (and save) the figures.
+
+    .venv/bin/python tools/benchmark.py                    # everything, paper size
+    .venv/bin/python tools/benchmark.py --only update_dreamer_features cem --repeats 3
+    .venv/bin/python tools/benchmark.py --json runs/benchmark.json
+
+Figures are medians (min-max) over `--repeats` timed runs after `--warmup` untimed ones:
+seconds per train update (Dreamer and LSP, features and pixels, batch 50x50), the CEM call alone
+(training size: every start state of a batch; acting size: one state), agent steps per second
+while acting (with and without environment time), peak resident memory, the floating-point
+operations of each compiled function (counted by TensorFlow's profiler on the traced graph) and
+the achieved GFLOP/s next to a matrix-product peak measured in the same run.
+"""
+
+import argparse
+import json
+import pathlib
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from dreamer_lsp import config as config_lib  # noqa: E402
+from dreamer_lsp._tf import tf  # noqa: E402
+from dreamer_lsp.agents import make_agent  # noqa: E402
+from dreamer_lsp.envs import ProcessEnv  # noqa: E402
+
+FEATURE_SIZE = 78  # quadruped walk
+ACTION_SIZE = 12
+
+CASES = (
+    'matmul_peak',
+    'update_dreamer_features',
+    'update_dreamer_pixels',
+    'update_lsp_features',
+    'update_lsp_pixels',
+    'cem',
+    'acting',
+)
+
+
+def summary(times):
+    """Median (min-max) of a list of seconds."""
+    return dict(median=statistics.median(times), min=min(times), max=max(times), runs=len(times))
+
+
+def fmt(stats, unit='s', scale=1.0):
+    """'median (min-max) unit'."""
+    return (
+        f'{stats["median"] * scale:.3f} ({stats["min"] * scale:.3f}-{stats["max"] * scale:.3f})'
+        f' {unit}'
+    )
+
+
+def timed(function, warmup, repeats):
+    """Run `function` warmup + repeats times; returns the timed seconds."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - begin)
+    return times
+
+
+def count_flops(concrete_function):
+    """Floating-point operations of a traced function's graph, counted by TF's profiler."""
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options['output'] = 'none'
+    profile = tf.compat.v1.profiler.profile(concrete_function.graph, options=options)
+    return int(profile.total_float_ops)
+
+
+def build(preset, obs_type, overrides=None):
+    """A paper-size agent and a synthetic batch for it."""
+    blocks = ['dmc_proprio' if obs_type == 'features' else 'dmc_vision', preset]
+    config = config_lib.build(blocks, {'precision': 32, **(overrides or {})})
+    space = (
+        {'features': ((FEATURE_SIZE,), np.float32)}
+        if obs_type == 'features'
+        else {'image': ((64, 64, 3), np.uint8)}
+    )
+    agent = make_agent(config, space, ACTION_SIZE)
+    rng = np.random.default_rng(0)
+    b, t = config.batch_size, config.batch_length
+    data = {
+        'action': tf.constant(rng.uniform(-1, 1, (b, t, ACTION_SIZE)), tf.float32),
+        'reward': tf.constant(rng.normal(size=(b, t)), tf.float32),
+    }
+    if obs_type == 'features':
+        data['features'] = tf.constant(rng.normal(size=(b, t, FEATURE_SIZE)), tf.float32)
+    else:
+        data['image'] = tf.constant(rng.integers(0, 256, (b, t, 64, 64, 3)), tf.uint8)
+    return agent, data
+
+
+def bench_matmul(args):
+    """GFLOP/s of a 2048x2048 float32 matrix product (the machine's practical peak)."""
+    size = 2048
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    times = timed(lambda: product().numpy(), 3, max(args.repeats, 10))
+    flops = 2 * size**3
+    return dict(seconds=summary(times), gflops=flops / statistics.median(times) / 1e9)
+
+
+def bench_update(preset, obs_type, args):
+    """Seconds per compiled train update and its achieved GFLOP/s."""
+    agent, data = build(preset, obs_type, {'cem.train_starts': args.cem_train_starts})
+    flops = count_flops(agent.train.get_concrete_function(data))
+    times = timed(lambda: agent.train(data)['model_loss'].numpy(), args.warmup, args.repeats)
+    return dict(seconds=summary(times), flops=flops, gflops=flops / statistics.median(times) / 1e9)
+
+
+def bench_cem(args):
+    """The CEM call alone at training size (all B*T starts) and acting size (one state)."""
+    agent, data = build('lsp', 'features')
+    _, post, _ = agent.world_model.loss(data)
+    starts = {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in post.items()}
+    results = {}
+    for name, state in (('train', starts), ('acting', {k: v[:1] for k, v in starts.items()})):
+        cem = tf.function(agent.cem)
+        flops = count_flops(cem.get_concrete_function(state))
+        times = timed(lambda s=state, c=cem: c(s)[0].numpy(), args.warmup, args.repeats)
+        results[name] = dict(
+            starts=int(state['deter'].shape[0]),
+            seconds=summary(times),
+            flops=flops,
+            gflops=flops / statistics.median(times) / 1e9,
+        )
+    return results
+
+
+def bench_acting(args):
+    """Agent steps per second while acting, with and without the environment's time."""
+    results = {}
+    env = ProcessEnv(task='quadruped_walk', obs_type='features', seed=0)
+    try:
+        for preset in ('dreamer', 'lsp'):
+            agent, _ = build(preset, 'features')
+            obs = env.reset()
+            state = agent.initial_state()
+            steps = args.acting_steps
+            for _ in range(20):  # trace every function
+                agent.act({'features': obs['features'][None]}, state, True)
+            agent.timings.pop()
+            state = agent.initial_state()
+            begin = time.perf_counter()
+            agent_seconds = 0.0
+            for _ in range(steps):
+                start = time.perf_counter()
+                action, state, _ = agent.act({'features': obs['features'][None]}, state, True)
+                agent_seconds += time.perf_counter() - start
+                obs, _, done, _ = env.step(action)
+                if done:
+                    obs = env.reset()
+            total = time.perf_counter() - begin
+            results[preset] = dict(
+                steps_per_second_with_env=steps / total,
+                steps_per_second_agent_only=steps / agent_seconds,
+                timings_ms=agent.timings.pop(),
+            )
+    finally:
+        env.close()
+    return results
+
+
+def main(argv=None):
+    """Run the selected benchmarks, print a table and write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--only', nargs='+', choices=CASES, default=list(CASES))
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--acting-steps', type=int, default=500)
+    parser.add_argument(
+        '--cem-train-starts', type=int, default=0, help='cem.train_starts for LSP (0 = all)'
+    )
+    parser.add_argument('--json', type=pathlib.Path, default=pathlib.Path('benchmark.json'))
+    args = parser.parse_args(argv)
+    results = dict(
+        tensorflow=tf.__version__,
+        onednn=tf.sysconfig.get_build_info().get('is_mkl_build', None),
+        threads=dict(
+            intra=tf.config.threading.get_intra_op_parallelism_threads(),
+            inter=tf.config.threading.get_inter_op_parallelism_threads(),
+        ),
+    )
+    peak = None
+    for case in args.only:
+        begin = time.time()
+        if case == 'matmul_peak':
+            results[case] = bench_matmul(args)
+            peak = results[case]['gflops']
+            print(f'matmul peak: {peak:.1f} GFLOP/s', flush=True)
+        elif case.startswith('update_'):
+            _, preset, obs_type = case.split('_')
+            result = results[case] = bench_update(preset, obs_type, args)
+            share = f' = {100 * result["gflops"] / peak:.0f}% of peak' if peak else ''
+            print(
+                f'{case}: {fmt(result["seconds"])} per update, {result["flops"] / 1e9:.1f} GFLOP, '
+                f'{result["gflops"]:.1f} GFLOP/s{share}',
+                flush=True,
+            )
+        elif case == 'cem':
+            results[case] = bench_cem(args)
+            for name, result in results[case].items():
+                print(
+                    f'cem ({name}, {result["starts"]} starts): {fmt(result["seconds"], "ms", 1e3)}'
+                    f', {result["flops"] / 1e9:.2f} GFLOP, {result["gflops"]:.1f} GFLOP/s',
+                    flush=True,
+                )
+        elif case == 'acting':
+            results[case] = bench_acting(args)
+            for preset, result in results[case].items():
+                timings = ', '.join(f'{k} {v:.1f}' for k, v in result['timings_ms'].items())
+                print(
+                    f'acting {preset}: {result["steps_per_second_with_env"]:.1f} steps/s with env,'
+                    f' {result["steps_per_second_agent_only"]:.1f} steps/s agent only ({timings})',
+                    flush=True,
+                )
+        results.setdefault('wall_seconds', {})[case] = time.time() - begin
+    results['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f'peak resident memory: {results["peak_rss_mib"]:.0f} MiB')
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f'wrote {args.json}')
+
+
+if __name__ == '__main__':
+    main()
