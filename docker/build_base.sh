@@ -123,11 +123,13 @@ log "debootstrap finished in $((SECONDS - start)) s"
 # apt sources of the image; no caches, package lists, or host identity in the image.
 printf '%s\n' "$SOURCES" > "$ROOTFS/etc/apt/sources.list"
 log "apt sources of the image:"; sed 's/^/    /' "$ROOTFS/etc/apt/sources.list"
-rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/cache/apt/*.bin \
-       "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/log/* "$ROOTFS"/tmp/* "$ROOTFS"/root/.bash_history
+rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/cache/apt/*.bin "$ROOTFS"/tmp/* \
+       "$ROOTFS"/root/.bash_history
+# Keep lists/partial (owned by _apt) and the log folders; drop their contents.
+find "$ROOTFS/var/lib/apt/lists" -maxdepth 1 -type f -delete
+find "$ROOTFS/var/log" -type f -delete
 : > "$ROOTFS/etc/resolv.conf"
 : > "$ROOTFS/etc/hostname"
-mkdir -p "$ROOTFS/var/lib/apt/lists/partial"
 
 log "importing into podman as $IMAGE"
 "${PODMAN[@]}" image rm -f "$IMAGE" >/dev/null 2>&1 || true

@@ -107,7 +107,6 @@ class Trainer:
         from dreamer_lsp.logger import Logger
         from dreamer_lsp.replay import Replay
 
-        self.tf = tf
         self.config = config
         self.logdir.mkdir(parents=True, exist_ok=True)
         config.save(self.logdir / 'config.yaml')
@@ -130,8 +129,7 @@ class Trainer:
         self.next_checkpoint = config.checkpoint_every
         self.checkpoint = tf.train.Checkpoint(agent=self.agent)
         self.dataset = None
-        self.resumed = self._restore()
-        if not self.resumed:
+        if not self._restore():
             self._start_transfer()
 
     def _start_transfer(self):

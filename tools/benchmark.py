@@ -76,9 +76,9 @@ def count_flops(concrete_function):
     return int(profile.total_float_ops)
 
 
-def build(preset, obs_type, overrides=None):
-    """A paper-size agent and a synthetic batch for it."""
-    blocks = ['dmc_proprio' if obs_type == 'features' else 'dmc_vision', preset]
+def build(preset, obs_type, overrides=None, extra_blocks=()):
+    """A paper-size agent (unless `extra_blocks` shrink it) and a synthetic batch for it."""
+    blocks = [*extra_blocks, 'dmc_proprio' if obs_type == 'features' else 'dmc_vision', preset]
     config = config_lib.build(blocks, {'precision': 32, **(overrides or {})})
     space = (
         {'features': ((FEATURE_SIZE,), np.float32)}
@@ -112,7 +112,8 @@ def bench_matmul(args):
 
 def bench_update(preset, obs_type, args):
     """Seconds per compiled train update and its achieved GFLOP/s."""
-    agent, data = build(preset, obs_type, {'cem.train_starts': args.cem_train_starts})
+    overrides = {'cem.train_starts': args.cem_train_starts}
+    agent, data = build(preset, obs_type, overrides, args.blocks)
     flops = count_flops(agent.train.get_concrete_function(data))
     times = timed(lambda: agent.train(data)['model_loss'].numpy(), args.warmup, args.repeats)
     return dict(seconds=summary(times), flops=flops, gflops=flops / statistics.median(times) / 1e9)
@@ -120,7 +121,7 @@ def bench_update(preset, obs_type, args):
 
 def bench_cem(args):
     """The CEM call alone at training size (all B*T starts) and acting size (one state)."""
-    agent, data = build('lsp', 'features')
+    agent, data = build('lsp', 'features', extra_blocks=args.blocks)
     _, post, _ = agent.world_model.loss(data)
     starts = {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in post.items()}
     results = {}
@@ -143,7 +144,7 @@ def bench_acting(args):
     env = ProcessEnv(task='quadruped_walk', obs_type='features', seed=0)
     try:
         for preset in ('dreamer', 'lsp'):
-            agent, _ = build(preset, 'features')
+            agent, _ = build(preset, 'features', extra_blocks=args.blocks)
             obs = env.reset()
             state = agent.initial_state()
             steps = args.acting_steps
@@ -182,6 +183,9 @@ def main(argv=None):
         '--cem-train-starts', type=int, default=0, help='cem.train_starts for LSP (0 = all)'
     )
     parser.add_argument('--json', type=pathlib.Path, default=pathlib.Path('benchmark.json'))
+    parser.add_argument(
+        '--blocks', nargs='*', default=[], help='extra config blocks, e.g. debug for a smoke run'
+    )
     args = parser.parse_args(argv)
     results = dict(
         tensorflow=tf.__version__,

@@ -1,0 +1,47 @@
+"""The benchmark tool runs end to end (tiny sizes) and writes its figures as JSON."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_benchmark_smoke(tmp_path):
+    out = tmp_path / 'bench.json'
+    result = subprocess.run(
+        [
+            sys.executable,
+            'tools/benchmark.py',
+            '--blocks',
+            'debug',
+            '--repeats',
+            '1',
+            '--warmup',
+            '0',
+            '--acting-steps',
+            '20',
+            '--json',
+            str(out),
+            '--only',
+            'matmul_peak',
+            'update_dreamer_features',
+            'update_lsp_pixels',
+            'cem',
+            'acting',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures['matmul_peak']['gflops'] > 0
+    for case in ('update_dreamer_features', 'update_lsp_pixels'):
+        assert figures[case]['seconds']['median'] > 0 and figures[case]['flops'] > 0
+    assert figures['cem']['acting']['starts'] == 1
+    assert figures['acting']['lsp']['steps_per_second_agent_only'] > 0
+    assert figures['peak_rss_mib'] > 0
+    assert 'per update' in result.stdout and 'GFLOP/s' in result.stdout
