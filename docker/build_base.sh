@@ -101,6 +101,7 @@ SOURCES="$(awk -v s="$SUITE" '$2 == s || $2 == s "-updates" || $2 == s "-securit
 [[ -n "$SOURCES" ]] || SOURCES="deb $MIRROR $SUITE main"
 
 ROOTFS="$(mktemp -d "${TMPDIR:-/tmp}/dreamer-lsp-rootfs.XXXXXX")"
+chmod 0755 "$ROOTFS"  # becomes the image's "/": mktemp's 0700 would lock out non-root users
 cleanup() {
   # debootstrap may leave /proc or /sys mounted inside the tree when it fails.
   local m

@@ -224,6 +224,14 @@ def build(block_names=(), overrides=None, path=CONFIGS_PATH):
     return config.update(overrides or {})
 
 
+def load_saved(path):
+    """A run's saved `config.yaml`, checked against this version's defaults."""
+    try:
+        return build(overrides=load_blocks(path))
+    except ConfigError as error:
+        raise ConfigError(f'{path} is not a valid config of this version: {error}') from None
+
+
 def parse_args(argv, path=CONFIGS_PATH):
     """Parse `--configs a b --key value ...` into a Config; `--help` prints every key."""
     blocks, overrides, index = [], {}, 0

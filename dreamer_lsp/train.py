@@ -81,11 +81,7 @@ def check_saved_config(config, logdir):
     path = logdir / 'config.yaml'
     if not path.exists():
         return
-    saved = config_lib.Config(config_lib.load_blocks(path))
-    try:
-        saved = config_lib.Config(config_lib.load_blocks()['defaults']).update(saved.to_dict())
-    except ConfigError as error:
-        raise ConfigError(f'{path} is not a valid config of this version: {error}') from None
+    saved = config_lib.load_saved(path)
     differences = saved.diff(config, ignore=('steps', 'logdir'))
     if differences:
         raise ConfigError(

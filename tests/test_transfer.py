@@ -1,6 +1,9 @@
-"""Transfer: a run starts from a tiny source run's weights and replay, then trains."""
+"""Runs that start from a finished run's checkpoint: transfer, and the skill-rollout figure."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -91,3 +94,37 @@ def test_missing_transfer_source_is_a_config_error(tmp_path):
     )
     with pytest.raises(ConfigError, match='is not a directory'):
         check_config(config)
+
+
+def test_skill_rollouts_figure_from_a_checkpoint(source_run, tmp_path):
+    out = tmp_path / 'fig7.png'
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [
+            sys.executable,
+            'tools/skill_rollouts.py',
+            '--run',
+            str(source_run),
+            '--out',
+            str(out),
+            '--skills',
+            '3',
+            '--steps',
+            '12',
+            '--stride',
+            '4',
+            '--video-size',
+            '32',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    import imageio
+
+    image = imageio.imread(out)
+    assert image.shape == (3 * 34, 4 * 34, 3)  # 3 skills x (13 frames / stride 4) columns
+    rows = [image[i * 34 : i * 34 + 32, -34:-2] for i in range(3)]
+    assert not np.array_equal(rows[0], rows[1])  # different skills end in different states
