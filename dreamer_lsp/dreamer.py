@@ -148,8 +148,10 @@ class Dreamer(tf.Module):
         with tf.GradientTape() as model_tape:
             model_loss, post, metrics = self.world_model.loss(data)
         start = {k: tf.stop_gradient(v) for k, v in post.items()}
+        plan, plan_metrics = self.plan_behavior(start)
+        metrics.update(plan_metrics)
         with tf.GradientTape() as actor_tape:
-            imag_feat, weights, returns, aux, behavior_metrics = self.imagine_returns(start)
+            imag_feat, weights, returns, aux, behavior_metrics = self.imagine_returns(start, plan)
             actor_loss = -tf.reduce_mean(weights * returns)
         with tf.GradientTape() as value_tape:
             value_pred = self.value(imag_feat[:-1])
@@ -181,7 +183,11 @@ class Dreamer(tf.Module):
         """Updates of extra modules after the behaviour update; Dreamer has none."""
         return {}
 
-    def imagine_returns(self, start):
+    def plan_behavior(self, start):
+        """What imagination needs decided before the actor's tape records; Dreamer: nothing."""
+        return None, {}
+
+    def imagine_returns(self, start, plan=None):
         """Imagine `horizon` steps from every start state; returns features, weights, λ-returns.
 
         start: dict of [B, T, ...] posterior states, flattened to B*T starts.

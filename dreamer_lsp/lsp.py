@@ -164,30 +164,40 @@ class LSP(Dreamer):
         parts = [states[k * length : (k + 1) * length + 1] for k in range(self.num_skills)]
         return tf.stack([tf.transpose(p, (1, 0, 2)) for p in parts], 0)
 
-    def imagine_returns(self, start):
-        """Alg. 1 behaviour learning: CEM from the batch's states, then imagination with skills.
+    def plan_behavior(self, start):
+        """The skills [N, S, D] of every start state for behaviour learning [LSP Alg. 1].
+
+        cem: ζ = CEM(S) from the batch's posterior states, noise on the mean, then one sample
+        per start; random: N(0, I); policy (HIRO): None, chosen during the rollout.
+        """
+        high_level, skills_config = self.config.skills.high_level, self.config.skills
+        state = flatten_batch(start)
+        count = tf.shape(state['deter'])[0]
+        shape = (count, self.num_skills, self.skill_dim)
+        if high_level == 'random':
+            return self.rng.normal(shape), {}
+        if high_level == 'policy':
+            return None, {}
+        mean, std, elite_value = self.cem(self._cem_starts(state, count))
+        metrics = dict(
+            cem_elite_value=elite_value,
+            cem_std=tf.reduce_mean(std),
+            skill_entropy=gaussian_entropy(std),
+        )
+        # §3.2: noise on the mean keeps the skill distribution's entropy from collapsing.
+        mean += skills_config.mean_noise * self.rng.normal(tf.shape(mean))
+        return tf.stop_gradient(mean + std * self.rng.normal(shape)), metrics
+
+    def imagine_returns(self, start, plan=None):
+        """Alg. 1 behaviour learning: imagination with the planned skills, task + MI reward.
 
         Horizon: the plan horizon H (`skills.horizon`), over which CEM optimised the skills.
         """
         skills_config = self.config.skills
         rssm = self.world_model.rssm
-        state = {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in start.items()}
-        count = tf.shape(state['deter'])[0]
+        state = flatten_batch(start)
         metrics = {}
-        if skills_config.high_level == 'cem':
-            mean, std, elite_value = self.cem(self._cem_starts(state, count))
-            # §3.2: noise on the mean keeps the skill distribution's entropy from collapsing.
-            mean += skills_config.mean_noise * self.rng.normal(tf.shape(mean))
-            skills = mean + std * self.rng.normal((count, self.num_skills, self.skill_dim))
-            metrics.update(
-                cem_elite_value=elite_value,
-                cem_std=tf.reduce_mean(std),
-                skill_entropy=gaussian_entropy(std),
-            )
-        elif skills_config.high_level == 'random':
-            skills = self.rng.normal((count, self.num_skills, self.skill_dim))
-        else:
-            skills = None
+        skills = plan
         feats, skills = self.rollout(state, skills)
         reward = self.world_model.reward(feats).mode()
         metrics['imag_reward'] = tf.reduce_mean(reward)
@@ -285,6 +295,11 @@ class LSP(Dreamer):
         )
         extras = {'skill': skill.numpy()[0].astype(np.float32)}
         return action_numpy, (latent, tf.cast(action, self.dtype), skill, age + 1), extras
+
+
+def flatten_batch(states):
+    """[B, T, ...] states to [B * T, ...]."""
+    return {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in states.items()}
 
 
 def refit(proposals, scores, elites):

@@ -122,7 +122,7 @@ def test_skill_rollouts_figure_from_a_checkpoint(source_run, tmp_path):
         cwd=root,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    import imageio
+    import imageio.v2 as imageio
 
     image = imageio.imread(out)
     assert image.shape == (3 * 34, 4 * 34, 3)  # 3 skills x (13 frames / stride 4) columns

@@ -202,13 +202,19 @@ def smoke(runs, keep):
     return tiny
 
 
-@functools.cache
 def resolved_config(run):
     """The config a training run's command resolves to (configs.yaml blocks and flags)."""
     try:
-        return config_lib.parse_args(run.program_args())
+        config = _resolve(run.blocks, run.args)
+        return config.update({'task': run.task, 'seed': run.seed, 'logdir': str(run.logdir)})
     except ConfigError as error:
         raise SweepError(f'{run.label}: {error}') from None
+
+
+@functools.cache
+def _resolve(blocks, args):
+    """The blocks and flags shared by many runs, parsed once."""
+    return config_lib.parse_args(['--configs', *blocks, *args])
 
 
 def validate(runs):

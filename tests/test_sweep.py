@@ -1,0 +1,335 @@
+"""The sweep launcher (tools/sweep.py) and the paper-experiment scripts built on it."""
+
+import dataclasses
+import fcntl
+import importlib.util
+import itertools
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dreamer_lsp import config as config_lib  # noqa: E402
+from tools import sweep  # noqa: E402
+
+SCRIPTS = ROOT / 'scripts' / 'experiments'
+SEEDS = {0, 1, 2}
+QUADRUPED = 'dmc_quadruped_'
+
+
+def script_command(name, *flags):
+    return [sys.executable, str(SCRIPTS / f'{name}.py'), *flags]
+
+
+def dry_run(name, root, *flags):
+    """The printed commands of a script's dry run, each split into its arguments."""
+    result = subprocess.run(
+        script_command(name, '--dry-run', '--root', str(root), *flags),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [shlex.split(line) for line in result.stdout.splitlines()]
+
+
+def parse(command):
+    """A printed command as a dict: kind, blocks and every --flag's value."""
+    if command[1:3] == ['-m', 'dreamer_lsp']:
+        kind, args = 'train', command[3:]
+    else:
+        assert command[1] == str(ROOT / 'scripts' / 'relabel_rewards.py')
+        kind, args = 'relabel', command[2:]
+    parsed = {'kind': kind, 'blocks': ()}
+    key = None
+    for arg in args:
+        if arg.startswith('--'):
+            key = arg[2:]
+            parsed.setdefault(key, None)
+        elif key == 'configs':
+            parsed['blocks'] += (arg,)
+        else:
+            parsed[key] = arg
+    return parsed
+
+
+def smoke_runs(name, root):
+    """The runs of a script's --smoke, built from its grid."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sweep.smoke(module.grid(root), module.smoke_keep)
+
+
+def train_key(run):
+    return run['task'], run['blocks'][1], int(run['seed']), run['blocks'][0]
+
+
+def check_layout(run, root):
+    task_dir = run['task'] + ('_pixels' if run['blocks'][0] == 'dmc_vision' else '')
+    assert Path(run['logdir']) == root / task_dir / run['blocks'][1] / run['seed']
+
+
+def check_order(runs):
+    """Every source, relabeling and replay a run needs comes earlier."""
+    seen = set()
+    for run in runs:
+        for key in ('transfer.checkpoint', 'source'):
+            if run.get(key):
+                assert run[key] in seen
+        if run.get('transfer.replay'):
+            assert str(Path(run['transfer.replay']).parent) in seen
+        seen.add(run['logdir'] if run['kind'] == 'train' else str(Path(run['output']).parent))
+
+
+def test_fig4_dry_run_lists_the_paper_grid(tmp_path):
+    runs = [parse(command) for command in dry_run('fig4_single_tasks', tmp_path)]
+    features = [
+        'dmc_quadruped_walk',
+        'dmc_quadruped_run',
+        'dmc_quadruped_getup_walk',
+        'dmc_quadruped_reach',
+        'dmc_walker_walk',
+        'dmc_walker_run',
+        'dmc_cheetah_run',
+        'dmc_hopper_hop',
+    ]
+    pixels = ['dmc_cheetah_run', 'dmc_quadruped_run', 'dmc_walker_run']
+    methods = ['lsp', 'dreamer', 'hiro', 'random_skills', 'randskills_inp']
+    # No HIRO with pixels: the paper has no HIRO curves for image-based tasks (§4.2).
+    expected = set(itertools.product(features, methods, SEEDS, ['dmc_proprio'])) | set(
+        itertools.product(pixels, [m for m in methods if m != 'hiro'], SEEDS, ['dmc_vision'])
+    )
+    assert len(runs) == len(expected) == 8 * 5 * 3 + 3 * 4 * 3
+    assert {train_key(run) for run in runs} == expected
+    for run in runs:
+        assert run['kind'] == 'train' and run['blocks'][2] == 'fig4'
+        check_layout(run, tmp_path)
+
+
+def test_fig5_dry_run_lists_sources_relabelings_and_targets(tmp_path):
+    runs = [parse(command) for command in dry_run('fig5_transfer', tmp_path)]
+    check_order(runs)
+    trains = [run for run in runs if run['kind'] == 'train']
+    sources = {train_key(run): run for run in trains if run['blocks'][2] == 'fig5_source'}
+    targets = [run for run in trains if run['blocks'][2] == 'fig5_target']
+    relabels = {run['source']: run for run in runs if run['kind'] == 'relabel'}
+    source_tasks = [QUADRUPED + 'getup_walk', QUADRUPED + 'walk']
+    assert set(sources) == set(
+        itertools.product(source_tasks, ['lsp', 'dreamer', 'hiro'], SEEDS, ['dmc_proprio'])
+    )
+    target_sources = {'lsp': 'lsp', 'lsp_fixed_policy': 'lsp', 'dreamer': 'dreamer', 'hiro': 'hiro'}
+    target_tasks = {
+        QUADRUPED + 'getup_reach': source_tasks[0],
+        QUADRUPED + 'reach': source_tasks[1],
+    }
+    assert {train_key(run) for run in targets} == set(
+        itertools.product(target_tasks, target_sources, SEEDS, ['dmc_proprio'])
+    )
+    assert len(runs) == len(sources) + len(relabels) + len(targets) == 18 + 9 + 24
+    walk_sources = {run['logdir'] for key, run in sources.items() if key[0] == source_tasks[1]}
+    assert set(relabels) == walk_sources
+    for run in relabels.values():
+        assert run['task'] == QUADRUPED + 'reach'
+    for run in targets:
+        check_layout(run, tmp_path)
+        method, seed = run['blocks'][1], int(run['seed'])
+        source_key = (target_tasks[run['task']], target_sources[method], seed, 'dmc_proprio')
+        source = sources[source_key]['logdir']
+        assert run['transfer.checkpoint'] == source
+        if run['task'] == QUADRUPED + 'reach':
+            assert run['transfer.replay'] == relabels[source]['output']
+        else:
+            assert 'transfer.replay' not in run
+
+
+def test_fig6b_dry_run_lists_the_ablation(tmp_path):
+    runs = [parse(command) for command in dry_run('fig6b_ablation', tmp_path)]
+    assert len(runs) == 9
+    assert {train_key(run) for run in runs} == set(
+        itertools.product(
+            [QUADRUPED + 'getup_walk'], ['lsp', 'no_mi', 'dreamer'], SEEDS, ['dmc_proprio']
+        )
+    )
+    for run in runs:
+        assert run['blocks'][2] == 'fig6b'
+        check_layout(run, tmp_path)
+
+
+def test_cove_dry_run_lists_sources_then_targets_with_k30_h120(tmp_path):
+    commands = dry_run('cove_transfer', tmp_path)
+    runs = [parse(command) for command in commands]
+    check_order(runs)
+    sources = {train_key(run): run for run in runs if run['blocks'][2] == 'cove_source'}
+    targets = [run for run in runs if run['blocks'][2] == 'cove_target']
+    assert len(runs) == len(sources) + len(targets) == 12
+    assert set(sources) == set(
+        itertools.product([QUADRUPED + 'obstacles'], ['lsp', 'dreamer'], SEEDS, ['dmc_proprio'])
+    )
+    pairs = {'lsp_fixed_policy': 'lsp', 'dreamer': 'dreamer'}
+    assert {train_key(run) for run in targets} == set(
+        itertools.product([QUADRUPED + 'cove'], pairs, SEEDS, ['dmc_proprio'])
+    )
+    for run in targets:
+        source = sources[
+            QUADRUPED + 'obstacles', pairs[run['blocks'][1]], int(run['seed']), 'dmc_proprio'
+        ]
+        assert run['transfer.checkpoint'] == source['logdir']
+    for command, run in zip(commands, runs):
+        config = config_lib.parse_args(command[3:])
+        if run['blocks'][2] == 'cove_target':
+            assert (config.skills.length, config.skills.horizon) == (30, 120)
+        else:
+            assert config.steps == 500_000 and config.skills.length == 10
+
+
+@pytest.mark.parametrize(
+    'name', ['fig4_single_tasks', 'fig5_transfer', 'fig6b_ablation', 'cove_transfer']
+)
+def test_slurm_dry_run_prints_the_same_commands_without_submitit(name, tmp_path):
+    for flags in ((), ('--smoke',)):
+        local = dry_run(name, tmp_path, *flags)
+        assert dry_run(name, tmp_path, '--backend', 'slurm', *flags) == local
+
+
+def test_smoke_keeps_dependencies_and_puts_debug_before_the_experiment(tmp_path):
+    runs = [parse(command) for command in dry_run('fig5_transfer', tmp_path, '--smoke')]
+    assert [run['kind'] for run in runs] == ['train', 'relabel', 'train']
+    assert runs[0]['blocks'] == ('dmc_proprio', 'lsp', 'debug', 'fig5_source')
+    assert runs[2]['blocks'] == ('dmc_proprio', 'lsp_fixed_policy', 'debug', 'fig5_target')
+    assert runs[2]['transfer.replay'] == runs[1]['output']
+    assert runs[0]['steps'] == runs[2]['steps'] == '400'
+
+
+def test_slurm_backend_without_submitit_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'submitit', None)
+    run = sweep.train_run(tmp_path, 'dmc_cartpole_balance', 'dreamer', 0, 'debug')
+    with pytest.raises(sweep.SweepError, match=r'pip install submitit==1\.5\.4'):
+        sweep.run_slurm([run], tmp_path / 'slurm')
+
+
+def test_slot_env_sets_only_the_slot_gpu(monkeypatch):
+    monkeypatch.setenv('MUJOCO_GL', 'osmesa')
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '7')
+    assert sweep.slot_env(1, ('0', '1'))['CUDA_VISIBLE_DEVICES'] == '1'
+    assert sweep.slot_env(2, ('0', '1'))['CUDA_VISIBLE_DEVICES'] == '0'
+    assert sweep.slot_env(0, ('3',))['MUJOCO_GL'] == 'osmesa'
+    assert sweep.slot_env(0, ())['CUDA_VISIBLE_DEVICES'] == '7'
+
+
+def cartpole(root, seed, *args):
+    """A tiny Dreamer run (the `debug` block) on cartpole balance."""
+    run = sweep.train_run(root, 'dmc_cartpole_balance', 'dreamer', seed, 'debug')
+    return dataclasses.replace(run, args=args)
+
+
+def fake_run(logdir, checkpoint_step, metrics, steps=1000):
+    run = cartpole(logdir, 0, '--steps', str(steps))
+    if checkpoint_step is not None:
+        directory = run.logdir / 'checkpoint' / 'ckpt-a'
+        directory.mkdir(parents=True)
+        (directory / 'state.json').write_text(json.dumps({'step': checkpoint_step}))
+        (run.logdir / 'checkpoint' / 'latest').write_text('ckpt-a')
+    run.logdir.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({'step': step, key: 1.0}) for step, key in metrics]
+    (run.logdir / 'metrics.jsonl').write_text(''.join(line + '\n' for line in lines))
+    return run
+
+
+@pytest.mark.parametrize(
+    'checkpoint, metrics, steps, finished',
+    [
+        (1004, [(500, 'test/return'), (1004, 'train/return'), (1004, 'test/return')], 1000, True),
+        # SIGTERM in the last episode: checkpoint past `steps`, no final evaluation yet.
+        (1004, [(500, 'test/return'), (1004, 'train/return')], 1000, False),
+        # SIGKILL after the final evaluation, before the final checkpoint.
+        (800, [(1004, 'test/return'), (1004, 'updates')], 1000, False),
+        # Asked for more steps than the run has.
+        (1004, [(1004, 'test/return')], 2000, False),
+        (None, [], 1000, False),
+    ],
+)
+def test_is_finished_needs_the_final_checkpoint_and_evaluation(
+    tmp_path, checkpoint, metrics, steps, finished
+):
+    assert sweep.is_finished(fake_run(tmp_path, checkpoint, metrics, steps)) is finished
+
+
+def test_invalid_grid_is_refused_before_anything_runs(tmp_path):
+    bad = sweep.train_run(tmp_path, 'dmc_cartpole_balance', 'dreamer', 0, 'no_such_block')
+    with pytest.raises(sweep.SweepError, match='no_such_block'):
+        sweep.run_local([bad])
+    good = sweep.train_run(tmp_path, 'dmc_cartpole_balance', 'dreamer', 0, 'debug')
+    orphan = sweep.transfer_run(tmp_path, 'dmc_cartpole_swingup', 'dreamer', 0, 'debug', good)
+    with pytest.raises(sweep.SweepError, match='not listed before it'):
+        sweep.run_local([orphan])
+    assert not (tmp_path / 'dmc_cartpole_swingup').exists()
+
+
+def test_failed_source_blocks_its_target_and_a_locked_run_is_left_alone(tmp_path, capsys):
+    # A transfer from a missing directory exits with code 2 before TensorFlow loads.
+    source = cartpole(tmp_path, 0, '--transfer.checkpoint', '/no/such/run')
+    target = sweep.transfer_run(tmp_path, 'dmc_cartpole_swingup', 'dreamer', 0, 'debug', source)
+    locked = cartpole(tmp_path, 1)
+    locked.logdir.mkdir(parents=True)
+    with open(locked.logdir / sweep.LOCK_NAME, 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        status = sweep.run_local([source, target, locked], parallel=2)
+    assert status == {
+        source.logdir: sweep.FAILED,
+        target.logdir: sweep.BLOCKED,
+        locked.logdir: sweep.BUSY,
+    }
+    assert 'transfer.checkpoint' in (source.logdir / 'stdout.log').read_text()
+    assert not target.logdir.exists()
+    assert not (locked.logdir / 'stdout.log').exists()
+    assert 'Summary: 3 runs: 1 failed, 1 blocked, 1 busy' in capsys.readouterr().out
+
+
+def test_local_sweep_runs_in_parallel_then_skips_finished_runs(tmp_path, capsys):
+    runs = [cartpole(tmp_path, seed, '--steps', '600') for seed in (0, 1)]
+    status = sweep.run_local(runs, parallel=2)
+    assert set(status.values()) == {sweep.DONE}
+    for run in runs:
+        assert sweep.is_finished(run)
+        assert (run.logdir / 'config.yaml').is_file()
+        assert 'Finished 600 steps' in (run.logdir / 'stdout.log').read_text()
+    capsys.readouterr()
+    assert set(sweep.run_local(runs, parallel=2).values()) == {sweep.FINISHED}
+    out = capsys.readouterr().out
+    assert out.count('skip (finished)') == 3  # two runs and the summary line
+    assert 'start' not in out
+
+
+def test_every_script_runs_in_smoke_mode(tmp_path):
+    names = ['fig4_single_tasks', 'fig5_transfer', 'fig6b_ablation', 'cove_transfer']
+    # All four at once: the chains of fig5 and cove are sequential, the machine has few cores.
+    processes = {
+        name: subprocess.Popen(
+            script_command(name, '--smoke', '--root', str(tmp_path / name)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in names
+    }
+    for process in processes.values():
+        output = process.communicate()[0]
+        assert process.returncode == 0, output
+        assert 'Summary' in output and 'failed' not in output
+    for name in names:
+        runs = smoke_runs(name, tmp_path / name)
+        assert all(sweep.is_finished(run) for run in runs), name
+        for run in runs:
+            if any('--transfer.checkpoint' == arg for arg in run.args):
+                assert (run.logdir / 'transfer.json').is_file()
+    fig5_target = smoke_runs('fig5_transfer', tmp_path / 'fig5_transfer')[-1]
+    assert 'Seeded the replay' in (fig5_target.logdir / 'stdout.log').read_text()
+    cove_target = smoke_runs('cove_transfer', tmp_path / 'cove_transfer')[-1]
+    skills = config_lib.load_blocks(cove_target.logdir / 'config.yaml')['skills']
+    assert (skills['length'], skills['horizon']) == (30, 120)
