@@ -22,6 +22,10 @@
 # Stopping: `docker stop -t 120 NAME` gives the run time to write its final checkpoint (tini
 # forwards SIGTERM; a killed run resumes from its last periodic checkpoint anyway).
 #
+# Behind a TLS-intercepting proxy, hand pip the CA bundle that trusts it (a build secret: used
+# by the pip steps only, never stored in the image):
+#   docker build --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt -t dreamer-lsp .
+#
 # Without a registry (this is what docker/check.sh does, with podman):
 #   docker/build_base.sh        # debootstrap a local Debian bookworm base image
 #   podman build --build-arg BASE_IMAGE=localhost/dreamer-lsp-base:bookworm \
@@ -74,7 +78,9 @@ WORKDIR /app
 
 # Pinned dependencies first: this layer is rebuilt only when a lock file changes.
 COPY requirements.txt requirements-dev.txt requirements-gpu.txt ./
-RUN set -eu; \
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    set -eu; \
+    if [ -f /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi; \
     case "${TF_VARIANT}" in \
       gpu) extra="-r requirements-gpu.txt" ;; \
       cpu) extra="" ;; \
@@ -87,7 +93,9 @@ RUN set -eu; \
 # The code. configs.yaml sits at the repository root and dreamer_lsp/config.py reads it as
 # <package>/../configs.yaml, so the package is installed editable from this source tree.
 COPY . .
-RUN pip install --no-deps -e . \
+RUN --mount=type=secret,id=ca_bundle,required=false \
+    if [ -f /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+ && pip install --no-deps -e . \
  && python -m compileall -q dreamer_lsp scripts tools tests \
  && python -m dreamer_lsp --help > /dev/null
 

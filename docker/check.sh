@@ -22,6 +22,8 @@
 #   NO_CACHE=1       build without the layer cache
 #   CHECK_QUICK=1    run QUICK_TESTS instead of the whole suite
 #   CHECK_LOGDIR     where the build and test logs go   (default: a new temporary folder)
+#   CA_BUNDLE        CA bundle pip uses in the build    (default: $PIP_CERT, $REQUESTS_CA_BUNDLE,
+#                    $SSL_CERT_FILE, or Debian's /etc/ssl/certs/ca-certificates.crt)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -100,6 +102,13 @@ step "build $IMAGE (TF_VARIANT=cpu, BASE_IMAGE=$BASE)"
 build=("${PODMAN[@]}" build --isolation "$BUILD_ISOLATION" --build-arg "BASE_IMAGE=$BASE"
        --build-arg TF_VARIANT=cpu -t "$IMAGE" -f Dockerfile)
 [[ "$BUILD_ISOLATION" == chroot ]] || build+=("${ULIMITS[@]}")
+# pip inside the build trusts only Debian's CA list; hand it this machine's bundle as a build
+# secret so that a TLS-intercepting proxy trusted here is trusted there too (nothing is stored).
+CA_BUNDLE="${CA_BUNDLE:-${PIP_CERT:-${REQUESTS_CA_BUNDLE:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}}}"
+if [[ -f "$CA_BUNDLE" ]]; then
+  build+=(--secret "id=ca_bundle,src=$CA_BUNDLE")
+  echo "  CA bundle for pip: $CA_BUNDLE (build secret ca_bundle)"
+fi
 [[ "${NO_CACHE:-0}" == 1 ]] && build+=(--no-cache)
 echo "  ${build[*]} ."
 echo "  (full output: $LOGDIR/build.log)"

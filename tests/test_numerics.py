@@ -130,3 +130,27 @@ def test_float16_path_scales_the_loss_and_trains():
     # Each update is either applied or, on overflowing gradients, skipped with a halved scale.
     skipped = 4 - optimizer.iterations.numpy()
     assert optimizer.loss_scale.numpy() == 2.0 ** (15 - skipped)
+
+
+def test_compiled_and_eager_updates_agree():
+    config = config_lib.build(['debug', 'dmc_proprio', 'lsp'])
+    from dreamer_lsp.agents import make_agent
+
+    agent = make_agent(config, {'features': ((5,), np.float32)}, 2)
+    rng = np.random.default_rng(0)
+    data = {
+        'features': tf.constant(rng.normal(size=(4, 8, 5)), tf.float32),
+        'action': tf.constant(rng.uniform(-1, 1, (4, 8, 2)), tf.float32),
+        'reward': tf.constant(rng.normal(size=(4, 8)), tf.float32),
+    }
+    variables = [*agent.variables, agent.rng.state]
+    initial = [v.numpy() for v in variables]
+    compiled = agent.train(data)
+    after_compiled = [v.numpy() for v in variables]
+    for variable, value in zip(variables, initial):
+        variable.assign(value)  # weights, optimizer slots and the random generator's state
+    eager = agent._train(data)
+    for key in compiled:
+        np.testing.assert_allclose(eager[key].numpy(), compiled[key].numpy(), rtol=1e-3, atol=1e-4)
+    for a, b in zip(after_compiled, [v.numpy() for v in variables]):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)

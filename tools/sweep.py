@@ -542,20 +542,20 @@ def run_slurm(runs, folder, partition=None, time_min=1440, gpus=1, cpus=8, mem_g
         if dependencies:
             parameters['dependency'] = 'afterok:' + ':'.join(dependencies)
             parameters['kill-on-invalid-dep'] = 'yes'
-        executor = submitit.AutoExecutor(folder=Path(folder) / '%j', cluster='slurm')
-        executor.update_parameters(
-            name=f'{run.method}-{run.task}-{run.seed}',
-            timeout_min=time_min,
-            gpus_per_node=0 if run.kind == 'relabel' else gpus,
-            cpus_per_task=cpus,
-            mem_gb=mem_gb,
-            slurm_additional_parameters=parameters,
-            **({'slurm_partition': partition} if partition else {}),
-        )
+        steps = resolved_config(run).steps if run.kind == 'train' else None
         try:
-            steps = resolved_config(run).steps if run.kind == 'train' else None
+            executor = submitit.AutoExecutor(folder=Path(folder) / '%j', cluster='slurm')
+            executor.update_parameters(
+                name=run.label.replace('/', '-'),
+                timeout_min=time_min,
+                cpus_per_task=cpus,
+                mem_gb=mem_gb,
+                slurm_additional_parameters=parameters,
+                **({'gpus_per_node': gpus} if run.kind == 'train' else {}),
+                **({'slurm_partition': partition} if partition else {}),
+            )
             job = executor.submit(SlurmCommand(run, run.command(), steps))
-        except (OSError, submitit.core.utils.FailedSubmissionError) as error:
+        except (OSError, RuntimeError) as error:
             raise SweepError(f'could not submit {run.label}: {error}') from None
         run.logdir.mkdir(parents=True, exist_ok=True)
         (run.logdir / JOB_ID_NAME).write_text(f'{job.job_id}\n')
