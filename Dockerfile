@@ -46,14 +46,27 @@ ARG INSTALL_DEV=1
 ARG USER_UID=1000
 ARG DEBIAN_FRONTEND=noninteractive
 
+# Metadata first: none of it depends on the layers below, and on some builders (buildah with
+# vfs storage) every instruction after the large dependency layer costs a full copy of it.
 LABEL org.opencontainers.image.title="dreamer_lsp" \
       org.opencontainers.image.description="Latent Skill Planning (ICLR 2021) on a TF2 Dreamer" \
       dreamer_lsp.tf_variant="${TF_VARIANT}"
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MUJOCO_GL=egl \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+ENTRYPOINT ["tini", "--", "python", "-m", "dreamer_lsp"]
+CMD ["--help"]
+WORKDIR /app
 
-# System packages: Python 3.11 and venv; Mesa for headless MuJoCo (EGL: libegl1 + the Mesa
-# vendor library and software rasteriser libgl1-mesa-dri; OSMesa: libosmesa6); tini as PID 1 so
-# signals reach the trainer and its environment worker processes are reaped. Videos use the
-# ffmpeg binary shipped in the imageio-ffmpeg wheel.
+# System packages: Python 3.11 and venv; Mesa for headless MuJoCo (EGL: libegl1 with Mesa's
+# vendor library and the software rasteriser in libgl1-mesa-dri; OSMesa: libosmesa6); tini as
+# PID 1 so signals reach the trainer and exited environment workers are reaped. Videos use the
+# ffmpeg binary shipped in the imageio-ffmpeg wheel. Then the venv, the user and /logs.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       python3 python3-venv ca-certificates tini \
@@ -64,19 +77,10 @@ RUN apt-get update \
  && useradd --create-home --uid "${USER_UID}" --shell /bin/bash dreamer \
  && mkdir -p /logs \
  && chown dreamer:dreamer /logs
+VOLUME ["/logs"]
 
-ENV PATH=/opt/venv/bin:$PATH \
-    VIRTUAL_ENV=/opt/venv \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    MUJOCO_GL=egl \
-    MPLCONFIGDIR=/tmp/matplotlib \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
-
-WORKDIR /app
-
-# Pinned dependencies first: this layer is rebuilt only when a lock file changes.
+# Pinned dependencies before the code: this layer is rebuilt only when a lock file changes.
+# The optional build secret ca_bundle is a CA bundle for pip (see the header).
 COPY requirements.txt requirements-dev.txt requirements-gpu.txt ./
 RUN --mount=type=secret,id=ca_bundle,required=false \
     set -eu; \
@@ -90,8 +94,9 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
     pip install -r "${lock}" ${extra}; \
     pip check
 
-# The code. configs.yaml sits at the repository root and dreamer_lsp/config.py reads it as
-# <package>/../configs.yaml, so the package is installed editable from this source tree.
+# The code, root-owned and read-only for the user. configs.yaml sits at the repository root and
+# dreamer_lsp/config.py reads it as <package>/../configs.yaml, so the package is installed
+# editable from this source tree (the build backend, setuptools, comes from PyPI).
 COPY . .
 RUN --mount=type=secret,id=ca_bundle,required=false \
     if [ -f /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
@@ -100,6 +105,3 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
  && python -m dreamer_lsp --help > /dev/null
 
 USER dreamer
-VOLUME ["/logs"]
-ENTRYPOINT ["tini", "--", "python", "-m", "dreamer_lsp"]
-CMD ["--help"]

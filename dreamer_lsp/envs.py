@@ -391,6 +391,11 @@ class ProcessEnv:
         self._send('step', np.asarray(action))
         self._pending = True
 
+    @property
+    def stepping(self) -> bool:
+        """Whether a step_async() awaits its step_wait()."""
+        return self._pending
+
     def step_wait(self) -> tuple[dict, float, bool, dict]:
         """Waits for the result of the last `step_async`."""
         if not self._pending:

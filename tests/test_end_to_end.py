@@ -177,3 +177,36 @@ def test_sigkill_resumes_without_losing_or_repeating(tmp_path, preset):
             assert {'train/cem_elite_value', 'train/cem_std', 'train/skill_entropy'} <= keys
     else:
         assert 'skill' not in episode
+
+
+def test_sigterm_mid_update_checkpoints_and_resumes(tmp_path):
+    logdir = tmp_path / 'terminated'
+    process = subprocess.Popen(
+        command(logdir, '--steps', '1000'),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    deadline = time.time() + 300
+    # Terminate while the agent trains, between an action sent and its result collected.
+    while time.time() < deadline and len(episode_files(logdir)) < 3:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output[-3000:]
+    assert 'Interrupted: writing a checkpoint' in output
+    state = json.loads(
+        (
+            logdir
+            / 'checkpoint'
+            / (logdir / 'checkpoint' / 'latest').read_text().strip()
+            / 'state.json'
+        ).read_text()
+    )
+    assert state['step'] > 400
+    result = run(logdir, '--steps', '1000')
+    assert f'Resumed {logdir} at step {state["step"]}' in result.stdout
+    steps = [line['step'] for line in metrics(logdir)]
+    assert steps == sorted(steps) and steps[-1] >= 1000

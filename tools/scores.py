@@ -242,7 +242,8 @@ def aggregate(records):
 
 
 def task_key(task):
-    """The task name without the ``dmc_`` suite prefix, so ``walker_walk`` matches too."""
+    """The task name without the ``dmc_`` prefix and the sweep's ``_pixels`` directory suffix."""
+    task = task.removesuffix('_pixels')
     return task[len('dmc_') :] if task.startswith('dmc_') else task
 
 
