@@ -1,0 +1,71 @@
+"""World-model components with real TensorFlow graphs at `debug` sizes."""
+
+import numpy as np
+
+from dreamer_lsp import config as config_lib
+from dreamer_lsp._tf import tf
+from dreamer_lsp.dreamer import Dreamer
+
+
+def make_agent(obs='features'):
+    blocks = ['debug', 'dmc_proprio' if obs == 'features' else 'dmc_vision', 'dreamer']
+    config = config_lib.build(blocks)
+    space = (
+        {'features': ((5,), np.float32)}
+        if obs == 'features'
+        else {'image': ((64, 64, 3), np.uint8)}
+    )
+    return Dreamer(config, space, 2), config
+
+
+def fixed_batch(obs='features', batch=4, length=8):
+    rng = np.random.default_rng(0)
+    data = {
+        'action': tf.constant(rng.uniform(-1, 1, (batch, length, 2)), tf.float32),
+        'reward': tf.constant(rng.normal(size=(batch, length)), tf.float32),
+    }
+    if obs == 'features':
+        # A smooth signal the model can learn to reconstruct and predict.
+        time = np.arange(length)[None, :, None] + rng.uniform(0, 6, (batch, 1, 1))
+        data['features'] = tf.constant(np.sin(time + np.arange(5)), tf.float32)
+    else:
+        data['image'] = tf.constant(rng.integers(0, 256, (batch, length, 64, 64, 3)), tf.uint8)
+    return data
+
+
+def test_rssm_observe_and_imagine_shapes():
+    agent, config = make_agent()
+    rssm = agent.world_model.rssm
+    data = fixed_batch()
+    embed = agent.world_model.encoder(agent.world_model.preprocess(data))
+    post, prior = rssm.observe(embed, data['action'])
+    stoch, deter = config.model.stoch, config.model.deter
+    for states in (post, prior):
+        assert states['stoch'].shape == (4, 8, stoch) and states['deter'].shape == (4, 8, deter)
+        assert states['mean'].shape == states['std'].shape == (4, 8, stoch)
+        assert np.all(states['std'].numpy() > 0.1 - 1e-6)
+    np.testing.assert_array_equal(post['deter'].numpy(), prior['deter'].numpy())
+    last = {k: v[:, -1] for k, v in post.items()}
+    imagined = rssm.imagine(data['action'][:, :5], last)
+    assert imagined['stoch'].shape == (4, 5, stoch) and imagined['deter'].shape == (4, 5, deter)
+    assert rssm.feat(imagined).shape == (4, 5, stoch + deter)
+
+
+def test_pixel_encoder_and_decoder_shapes():
+    agent, config = make_agent('pixels')
+    data = fixed_batch('pixels', batch=2, length=3)
+    embed = agent.world_model.encoder(agent.world_model.preprocess(data))
+    assert embed.shape == (2, 3, 32 * config.model.cnn_depth)
+    feat = tf.zeros((2, 3, agent.world_model.rssm.feat_size))
+    assert agent.world_model.decoder(feat).mean().shape == (2, 3, 64, 64, 3)
+
+
+def test_model_loss_falls_on_a_fixed_batch_and_posterior_leaves_the_prior():
+    agent, _ = make_agent()
+    data = fixed_batch()
+    losses = [float(agent.train(data)['model_loss']) for _ in range(20)]
+    assert losses[-1] < losses[0]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    embed = agent.world_model.encoder(agent.world_model.preprocess(data))
+    post, prior = agent.world_model.rssm.observe(embed, data['action'])
+    assert not np.allclose(post['mean'].numpy(), prior['mean'].numpy(), atol=1e-3)
