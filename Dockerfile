@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # dreamer_lsp: Latent Skill Planning on Dreamer (TensorFlow 2.21), MuJoCo rendered headless.
 #
 # Base: debian:bookworm-slim (Docker Hub "debian" official image), whose python3 is 3.11, the
@@ -22,8 +21,8 @@
 # Stopping: `docker stop -t 120 NAME` gives the run time to write its final checkpoint (tini
 # forwards SIGTERM; a killed run resumes from its last periodic checkpoint anyway).
 #
-# Behind a TLS-intercepting proxy, hand pip the CA bundle that trusts it (a build secret: used
-# by the pip steps only, never stored in the image):
+# Behind a TLS-intercepting proxy, hand pip the CA bundle that trusts it as a build secret
+# (BuildKit, Docker's default builder since 23.0; used by the pip steps, never stored in the image):
 #   docker build --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt -t dreamer-lsp .
 #
 # Without a registry (this is what docker/check.sh does, with podman):

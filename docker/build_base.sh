@@ -41,7 +41,10 @@ if [[ $EUID -ne 0 ]]; then
   exit 1
 fi
 for tool in debootstrap podman tar; do
-  command -v "$tool" >/dev/null || { echo "build_base.sh: '$tool' not found (apt-get install $tool)" >&2; exit 1; }
+  if ! command -v "$tool" >/dev/null; then
+    echo "build_base.sh: '$tool' not found (apt-get install $tool)" >&2
+    exit 1
+  fi
 done
 
 if "${PODMAN[@]}" image exists "$IMAGE" && [[ $FORCE -eq 0 ]]; then
@@ -82,7 +85,8 @@ apt_entries() {
           END { flush() }
         ' "$f" ;;
       *)
-        sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" | awk '$1 == "deb" && NF >= 3 { $1 = ""; sub(/^ +/, ""); print }' ;;
+        sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" \
+          | awk '$1 == "deb" && NF >= 3 { $1 = ""; sub(/^ +/, ""); print }' ;;
     esac
   done
 }
@@ -105,9 +109,8 @@ chmod 0755 "$ROOTFS"  # becomes the image's "/": mktemp's 0700 would lock out no
 cleanup() {
   # debootstrap may leave /proc or /sys mounted inside the tree when it fails.
   local m
-  for m in $(awk -v d="$ROOTFS" 'index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r); do
-    umount -l "$m" 2>/dev/null || true
-  done
+  awk -v d="$ROOTFS" 'index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r \
+    | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf --one-file-system "$ROOTFS"
 }
 trap cleanup EXIT
@@ -139,4 +142,5 @@ tar --numeric-owner -C "$ROOTFS" -c . | "${PODMAN[@]}" import --quiet \
   --change 'CMD ["bash"]' \
   --message "debootstrap --variant=minbase $SUITE $MIRROR" \
   - "$IMAGE" >/dev/null
-log "done: $("${PODMAN[@]}" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' --filter reference="$IMAGE")"
+log "done: $("${PODMAN[@]}" image ls --filter reference="$IMAGE" \
+  --format '{{.Repository}}:{{.Tag}} {{.Size}}')"

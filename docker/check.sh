@@ -9,10 +9,12 @@
 #
 # Steps: install podman, debootstrap and runc if missing (apt-get); docker/build_base.sh; find
 # podman run options that work on this machine; build the Dockerfile with
-# BASE_IMAGE=localhost/dreamer-lsp-base:bookworm and TF_VARIANT=cpu; then, in the image and as
-# its non-root user: the entrypoint's --help, a MuJoCo render with EGL and with OSMesa, a short
-# training run through the entrypoint into the /logs volume, and pytest. Exit code 0 only if
-# every step passed. The image is kept (named $IMAGE), so a rerun uses the layer cache.
+# BASE_IMAGE=localhost/dreamer-lsp-base:bookworm and TF_VARIANT=cpu; then, in the image: the
+# entrypoint's --help, a MuJoCo render with EGL and with OSMesa (-e MUJOCO_GL=osmesa), a short
+# LSP training run through the entrypoint as an arbitrary uid into a bind-mounted /logs (as the
+# README's `docker run --user ... -v ...:/logs`), and pytest as the image's non-root user.
+# Exit code 0 only if every step passed. The image is kept (named $IMAGE), so a rerun uses the
+# layer cache; add NO_CACHE=1 for a clean build.
 #
 # Environment (all optional):
 #   IMAGE            tag to build                       (default: dreamer-lsp:cpu-check)
@@ -38,7 +40,6 @@ QUICK_TESTS=(tests/test_config.py tests/test_numerics.py tests/test_envs.py
              tests/test_end_to_end.py -k 'not end_to_end or artifact')
 LOGDIR="${CHECK_LOGDIR:-$(mktemp -d "${TMPDIR:-/tmp}/dreamer-lsp-check.XXXXXX")}"
 mkdir -p "$LOGDIR"
-VOLUME="dreamer-lsp-check-logs-$$"
 STEP=0
 RESULTS=()
 
@@ -50,8 +51,6 @@ summary() {
   printf '  %s\n' "${RESULTS[@]}"
   printf '  logs: %s\n' "$LOGDIR"
 }
-cleanup() { "${PODMAN[@]}" volume rm -f "$VOLUME" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
 
 # ---------------------------------------------------------------------------------------------
 step "tools: podman, debootstrap, runc"
@@ -114,8 +113,8 @@ echo "  ${build[*]} ."
 echo "  (full output: $LOGDIR/build.log)"
 t0=$SECONDS
 set +e
-"${build[@]}" . 2>&1 | tee "$LOGDIR/build.log" | grep --line-buffered -E '^(STEP|COMMIT|--> Using cache)' \
-  | sed 's/^/  /'
+"${build[@]}" . 2>&1 | tee "$LOGDIR/build.log" \
+  | grep --line-buffered -E '^(STEP|COMMIT|--> Using cache)' | sed -u 's/^\(.\{110\}\).*/\1 .../; s/^/  /'
 status=${PIPESTATUS[0]}
 set -e
 BUILD_SECONDS=$((SECONDS - t0))
@@ -124,49 +123,48 @@ if ((status != 0)); then
   fail "build (exit $status after ${BUILD_SECONDS} s)"
 fi
 size_bytes="$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$IMAGE")"
-SIZE="$(awk -v b="$size_bytes" 'BEGIN { printf "%.2f GB (%d bytes)", b / 1e9, b }')"
+SIZE="$(awk -v b="$size_bytes" 'BEGIN { printf "%.2f GB (%.0f bytes)", b / 1e9, b }')"
 ok "build in ${BUILD_SECONDS} s; image $IMAGE is $SIZE"
-"${RUN[@]}" --entrypoint sh "$IMAGE" -c \
-  'echo "  user: $(id)"; echo "  workdir: $(pwd)"; echo "  $(python --version), MUJOCO_GL=$MUJOCO_GL";
-   pip list 2>/dev/null | grep -iE "^(tensorflow|mujoco|dm.control|numpy|pytest) " | sed "s/^/  /"' \
-  || fail "inspect the image"
 
 # ---------------------------------------------------------------------------------------------
-step "entrypoint: --help (image user, then an arbitrary uid)"
+step "entrypoint: --help"
 "${RUN[@]}" "$IMAGE" --help > "$LOGDIR/help.log" 2>&1 || { cat "$LOGDIR/help.log" >&2; fail "--help"; }
 grep -q -- '--configs' "$LOGDIR/help.log" || fail "--help does not mention --configs"
-sed -n '1,5p' "$LOGDIR/help.log" | sed 's/^/  | /'
-"${RUN[@]}" --user 4321:4321 "$IMAGE" --help > "$LOGDIR/help-uid.log" 2>&1 \
-  || { cat "$LOGDIR/help-uid.log" >&2; fail "--help as uid 4321"; }
-ok "--help through the entrypoint, as the image user and as uid 4321"
+sed -n '1,3p' "$LOGDIR/help.log" | cut -c1-110 | sed 's/^/  | /'
+ok "--help through the entrypoint (tini -- python -m dreamer_lsp)"
 
 # ---------------------------------------------------------------------------------------------
-step "headless MuJoCo rendering: EGL (default) and OSMesa (-e MUJOCO_GL=osmesa)"
+step "the image's user and packages; headless MuJoCo: EGL (default), OSMesa (-e MUJOCO_GL=osmesa)"
 render='import os
 from dm_control import suite
 env = suite.load("cartpole", "swingup", task_kwargs={"random": 0})
 env.reset()
 img = env.physics.render(64, 64, camera_id=0)
+env.close()
 assert img.shape == (64, 64, 3) and img.std() > 1, (img.shape, img.std())
 print("  MUJOCO_GL=%s: rendered %s, mean %.1f" % (os.environ["MUJOCO_GL"], img.shape, img.mean()))'
-"${RUN[@]}" --entrypoint python "$IMAGE" -c "$render" || fail "render with EGL"
+"${RUN[@]}" --entrypoint sh "$IMAGE" -c '
+  echo "  user: $(id)"; echo "  workdir: $(pwd)"; echo "  $(python --version)"
+  pip list 2>/dev/null | grep -iE "^(tensorflow|mujoco|dm.control|numpy|pytest) " | sed "s/^/  /"
+  python -c "$0"' "$render" || fail "EGL render (or inspecting the image)"
 "${RUN[@]}" -e MUJOCO_GL=osmesa --entrypoint python "$IMAGE" -c "$render" || fail "render with OSMesa"
 ok "EGL and OSMesa render"
 
 # ---------------------------------------------------------------------------------------------
-step "entrypoint: short LSP training run (debug block) into the /logs volume"
-"${PODMAN[@]}" volume create "$VOLUME" >/dev/null
+step "entrypoint: short LSP training run (debug block), --user 4321:4321, host folder on /logs"
+runs="$LOGDIR/runs"
+rm -rf "$runs"; mkdir -p "$runs"; chown 4321:4321 "$runs"
 t0=$SECONDS
-"${RUN[@]}" -v "$VOLUME:/logs" "$IMAGE" \
+"${RUN[@]}" --user 4321:4321 -v "$runs:/logs" "$IMAGE" \
   --configs debug dmc_proprio lsp --logdir /logs/smoke \
   > "$LOGDIR/train.log" 2>&1 || { tail -n 30 "$LOGDIR/train.log" >&2; fail "training run"; }
 tail -n 3 "$LOGDIR/train.log" | sed 's/^/  | /'
-"${RUN[@]}" -v "$VOLUME:/logs" --entrypoint sh "$IMAGE" -c '
-  cd /logs/smoke && ls -l | sed "s/^/  /" &&
+( cd "$runs/smoke" && ls -ln | sed 's/^/  /' &&
   test -s config.yaml && test -s metrics.jsonl && test -f checkpoint/latest &&
-  ls train_episodes/*.npz >/dev/null && ls videos/eval_*.mp4 >/dev/null && ls tensorboard/events.out.tfevents.* >/dev/null' \
-  || fail "logdir artifacts of the training run"
-ok "training run through the entrypoint in $((SECONDS - t0)) s: config, metrics, tensorboard, episodes, checkpoint, video"
+  compgen -G 'train_episodes/*.npz' >/dev/null && compgen -G 'videos/eval_*.mp4' >/dev/null &&
+  compgen -G 'tensorboard/events.out.tfevents.*' >/dev/null ) \
+  || fail "logdir artifacts of the training run (in $runs/smoke)"
+ok "training run in $((SECONDS - t0)) s: config, metrics, tensorboard, episodes, checkpoint, video"
 
 # ---------------------------------------------------------------------------------------------
 if (($#)); then
@@ -178,9 +176,16 @@ else
 fi
 step "pytest in the image, as its non-root user: pytest -q ${PYTEST_ARGS[*]:-(whole suite)}"
 echo "  (full output: $LOGDIR/pytest.log)"
+# The published scores live beside the repository (../shared/data, see tools/scores.py); with
+# the code at /app they are looked for at /shared/data, so mount them there when present.
+MOUNTS=()
+if [[ -d "$ROOT/../shared/data" ]]; then
+  MOUNTS=(-v "$(cd "$ROOT/../shared/data" && pwd):/shared/data:ro")
+  echo "  mounting ../shared/data read-only at /shared/data"
+fi
 t0=$SECONDS
 set +e
-"${RUN[@]}" --entrypoint python "$IMAGE" -m pytest -q -p no:cacheprovider "${PYTEST_ARGS[@]}" \
+"${RUN[@]}" "${MOUNTS[@]}" --entrypoint python "$IMAGE" -m pytest -q -p no:cacheprovider "${PYTEST_ARGS[@]}" \
   > "$LOGDIR/pytest.log" 2>&1
 status=$?
 set -e
