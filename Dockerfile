@@ -47,6 +47,8 @@ ARG DEBIAN_FRONTEND=noninteractive
 
 # Metadata first: none of it depends on the layers below, and on some builders (buildah with
 # vfs storage) every instruction after the large dependency layer costs a full copy of it.
+# Caches (matplotlib, Mesa's shader cache) go to /tmp so that any `--user UID` can write them.
+# NVIDIA_DRIVER_CAPABILITIES: CUDA only; MuJoCo renders with Mesa (EGL or OSMesa) on the CPU.
 LABEL org.opencontainers.image.title="dreamer_lsp" \
       org.opencontainers.image.description="Latent Skill Planning (ICLR 2021) on a TF2 Dreamer" \
       dreamer_lsp.tf_variant="${TF_VARIANT}"
@@ -57,6 +59,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     MUJOCO_GL=egl \
     MPLCONFIGDIR=/tmp/matplotlib \
+    XDG_CACHE_HOME=/tmp/.cache \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 ENTRYPOINT ["tini", "--", "python", "-m", "dreamer_lsp"]
 CMD ["--help"]

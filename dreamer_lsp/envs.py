@@ -355,7 +355,7 @@ class ProcessEnv:
         child_conn.close()
         # Runs at most once: on close(), on garbage collection, or at interpreter exit.
         self._finalizer = weakref.finalize(self, _shutdown, self._process, self._conn)
-        self._pending = False
+        self._awaiting = False  # a request was sent and its answer not yet received
         try:
             self._obs_space, self._action_size, self._action_bounds = self._receive()
         except BaseException:
@@ -389,19 +389,17 @@ class ProcessEnv:
     def step_async(self, action):
         """Sends an action to the worker without waiting for the result."""
         self._send('step', np.asarray(action))
-        self._pending = True
-
-    @property
-    def stepping(self) -> bool:
-        """Whether a step_async() awaits its step_wait()."""
-        return self._pending
 
     def step_wait(self) -> tuple[dict, float, bool, dict]:
         """Waits for the result of the last `step_async`."""
-        if not self._pending:
+        if not self._awaiting:
             raise RuntimeError('step_wait() called without a pending step_async()')
-        self._pending = False
         return self._receive()
+
+    def settle(self):
+        """Collect and drop an answer left unread by an interruption (e.g. SIGTERM mid-step)."""
+        if self._awaiting:
+            self._receive()
 
     def random_state(self):
         """Returns the picklable state of the task's random number generator."""
@@ -422,12 +420,13 @@ class ProcessEnv:
     def _send(self, method, *args):
         if not self._finalizer.alive:
             raise RuntimeError('environment is closed')
-        if self._pending:
+        if self._awaiting:
             raise RuntimeError(f'{method}() called before step_wait() collected the pending step')
         try:
             self._conn.send((method, args))
         except ConnectionError:
             self._raise_died()
+        self._awaiting = True
 
     def _receive(self):
         multiprocessing.connection.wait([self._conn, self._process.sentinel])
@@ -437,6 +436,7 @@ class ProcessEnv:
             status, payload = self._conn.recv()
         except (EOFError, ConnectionError):
             self._raise_died()
+        self._awaiting = False
         if status == 'error':
             raise RuntimeError(f'environment worker raised an exception:\n{payload}')
         return payload

@@ -355,9 +355,9 @@ class Trainer:
             print(
                 'Interrupted: writing a checkpoint; the same command resumes the run.', flush=True
             )
-            for env in (self.train_env, self.eval_env):
-                if env.stepping:
-                    env.step_wait()  # the unfinished episode is discarded; its step is collected
+            # The unfinished episode is discarded; an answer the signal left unread is collected.
+            self.train_env.settle()
+            self.eval_env.settle()
             self.save_checkpoint()
         finally:
             self.close()
