@@ -396,11 +396,6 @@ class ProcessEnv:
             raise RuntimeError('step_wait() called without a pending step_async()')
         return self._receive()
 
-    def settle(self):
-        """Collect and drop an answer left unread by an interruption (e.g. SIGTERM mid-step)."""
-        if self._awaiting:
-            self._receive()
-
     def random_state(self):
         """Returns the picklable state of the task's random number generator."""
         return self._call('random_state')

@@ -9,6 +9,7 @@ import pathlib
 import shutil
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -20,8 +21,11 @@ from dreamer_lsp.envs import ProcessEnv
 CHECKPOINT_DIR = 'checkpoint'
 
 
+STOP_REQUESTED = threading.Event()
+
+
 class RunInterruptedError(Exception):
-    """Raised by SIGTERM/SIGINT so the loop can checkpoint and exit cleanly."""
+    """Raised at the next agent step after SIGTERM/SIGINT, so the run checkpoints and exits."""
 
 
 def env_kwargs(config, seed, render_video=False):
@@ -241,6 +245,8 @@ class Trainer:
             if on_step:
                 on_step()
             obs, reward, done, info = env.step_wait()
+            if STOP_REQUESTED.is_set():
+                raise RunInterruptedError()  # checked here, where no request is in flight
             steps.append(
                 dict(obs, action=action, reward=reward, discount=info['discount'], **extras)
             )
@@ -355,9 +361,7 @@ class Trainer:
             print(
                 'Interrupted: writing a checkpoint; the same command resumes the run.', flush=True
             )
-            # The unfinished episode is discarded; an answer the signal left unread is collected.
-            self.train_env.settle()
-            self.eval_env.settle()
+            # The unfinished episode is discarded.
             self.save_checkpoint()
         finally:
             self.close()
@@ -383,8 +387,8 @@ def _rng_state_from_json(state):
     return (kind, np.asarray(keys, np.uint32), position, has_gauss, cached)
 
 
-def _raise_interrupted(signum, frame):
-    raise RunInterruptedError()
+def _request_stop(signum, frame):
+    STOP_REQUESTED.set()
 
 
 def main(argv=None):
@@ -397,8 +401,8 @@ def main(argv=None):
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
     start = time.time()
     trainer.run()
     print(f'Wall time {time.time() - start:.0f} s')
