@@ -304,7 +304,8 @@ class Trainer:
 
     def train_until_due(self):
         """Run every update owed so far; log when a log interval has passed."""
-        while self.updates < self.updates_due():
+        # A stop request ends training here; owed updates run after the resume.
+        while self.updates < self.updates_due() and not STOP_REQUESTED.is_set():
             if self.dataset is None:
                 self.dataset = iter(
                     self.replay.dataset(
