@@ -14,7 +14,9 @@
 # LSP training run through the entrypoint as an arbitrary uid into a bind-mounted /logs (as the
 # README's `docker run --user ... -v ...:/logs`), and pytest as the image's non-root user.
 # Exit code 0 only if every step passed. The image is kept (named $IMAGE), so a rerun uses the
-# layer cache; add NO_CACHE=1 for a clean build.
+# layer cache; add NO_CACHE=1 for a clean build. Disk: vfs keeps every layer as a full copy
+# (15-20 GB under /var/lib/containers after a build); `podman --storage-driver vfs image
+# prune -f` frees the intermediate layers, and with them the layer cache.
 #
 # Environment (all optional):
 #   IMAGE            tag to build                       (default: dreamer-lsp:cpu-check)
