@@ -30,6 +30,9 @@ def test_benchmark_smoke(tmp_path):
             'update_lsp_pixels',
             'cem',
             'acting',
+            'memory',
+            '--memory-updates',
+            '3',
         ],
         capture_output=True,
         text=True,
@@ -44,4 +47,10 @@ def test_benchmark_smoke(tmp_path):
     assert figures['cem']['acting']['starts'] == 1
     assert figures['acting']['lsp']['steps_per_second_agent_only'] > 0
     assert figures['peak_rss_mib'] > 0
+    assert [update for update, _ in figures['memory']['peak_rss_mib']] == [1, 2, 3]
+    traced, executed = (
+        figures['update_dreamer_features']['flops_traced'],
+        figures['update_dreamer_features']['flops'],
+    )
+    assert 0 < executed <= traced
     assert 'per update' in result.stdout and 'GFLOP/s' in result.stdout

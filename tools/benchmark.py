@@ -3,13 +3,17 @@
     .venv/bin/python tools/benchmark.py                    # everything, paper size
     .venv/bin/python tools/benchmark.py --only update_dreamer_features cem --repeats 3
     .venv/bin/python tools/benchmark.py --json runs/benchmark.json
+    .venv/bin/python tools/benchmark.py --only memory --memory-updates 1000
 
 Figures are medians (min-max) over `--repeats` timed runs after `--warmup` untimed ones:
 seconds per train update (Dreamer and LSP, features and pixels, batch 50x50), the CEM call alone
 (training size: every start state of a batch; acting size: one state), agent steps per second
 while acting (with and without environment time), peak resident memory, the floating-point
-operations of each compiled function (counted by TensorFlow's profiler on the traced graph) and
-the achieved GFLOP/s next to a matrix-product peak measured in the same run.
+operations of each compiled function (counted by TensorFlow's profiler on the graph as traced and
+after Grappler's optimisations; GFLOP/s use the latter) and the achieved GFLOP/s next to a
+matrix-product peak measured in the same run. `memory` follows the peak resident memory over
+`--memory-updates` updates (it is not part of the default run: 1,000 paper-size updates take
+about 20 minutes; `--only memory`).
 """
 
 import argparse
@@ -40,6 +44,7 @@ CASES = (
     'update_lsp_pixels',
     'cem',
     'acting',
+    'memory',
 )
 
 
@@ -69,11 +74,47 @@ def timed(function, warmup, repeats):
 
 
 def count_flops(concrete_function):
-    """Floating-point operations of a traced function's graph, counted by TF's profiler."""
+    """Floating-point operations of a traced function, counted by TF's profiler.
+
+    Returns (traced, executed): the count on the graph as traced, and on the graph after
+    Grappler's optimisations (dead and duplicate ops pruned, as TensorFlow runs it). The
+    remapper is left out because its fused ops (e.g. matmul + bias + activation) do the same
+    work but have no FLOP statistics registered.
+    """
+    from tensorflow.python.grappler import tf_optimizer  # after dreamer_lsp._tf set up TF
+
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options['output'] = 'none'
-    profile = tf.compat.v1.profiler.profile(concrete_function.graph, options=options)
-    return int(profile.total_float_ops)
+    graph = concrete_function.graph
+    traced = tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
+    meta_graph = tf.compat.v1.train.export_meta_graph(
+        graph_def=graph.as_graph_def(add_shapes=True), graph=graph
+    )
+    fetches = meta_graph.collection_def['train_op'].node_list.value
+    fetches.extend(tensor.op.name for tensor in concrete_function.outputs)
+    session_config = tf.compat.v1.ConfigProto()
+    rewrite = session_config.graph_options.rewrite_options
+    rewrite.remapping = rewrite.OFF
+    rewrite.min_graph_nodes = -1
+    optimized = tf_optimizer.OptimizeGraph(session_config, meta_graph, verbose=False)
+    # Variables arrive as resource handles without shapes; read them as shaped placeholders so
+    # that shape inference (and so the FLOP statistics) reaches every op.
+    read_shapes = {
+        op.name: op.outputs[0].shape for op in graph.get_operations() if op.type == 'ReadVariableOp'
+    }
+    for node in optimized.node:
+        if node.op == 'ReadVariableOp' and node.name in read_shapes:
+            dtype = node.attr['dtype']
+            node.op = 'Placeholder'
+            del node.input[:]
+            node.attr.clear()
+            node.attr['dtype'].CopyFrom(dtype)
+            node.attr['shape'].shape.CopyFrom(read_shapes[node.name].as_proto())
+    executed_graph = tf.Graph()
+    with executed_graph.as_default():
+        tf.graph_util.import_graph_def(optimized, name='')
+    executed = tf.compat.v1.profiler.profile(executed_graph, options=options).total_float_ops
+    return int(traced), int(executed)
 
 
 def build(preset, obs_type, overrides=None, extra_blocks=()):
@@ -102,8 +143,8 @@ def build(preset, obs_type, overrides=None, extra_blocks=()):
 def bench_matmul(args):
     """GFLOP/s of a 2048x2048 float32 matrix product (the machine's practical peak)."""
     size = 2048
-    a = tf.random.normal((size, size))
-    b = tf.random.normal((size, size))
+    a = tf.Variable(tf.random.normal((size, size)))  # variables: nothing to constant-fold
+    b = tf.Variable(tf.random.normal((size, size)))
     product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
     times = timed(lambda: product().numpy(), 3, max(args.repeats, 10))
     flops = 2 * size**3
@@ -114,9 +155,14 @@ def bench_update(preset, obs_type, args):
     """Seconds per compiled train update and its achieved GFLOP/s."""
     overrides = {'cem.train_starts': args.cem_train_starts}
     agent, data = build(preset, obs_type, overrides, args.blocks)
-    flops = count_flops(agent.train.get_concrete_function(data))
+    traced, executed = count_flops(agent.train.get_concrete_function(data))
     times = timed(lambda: agent.train(data)['model_loss'].numpy(), args.warmup, args.repeats)
-    return dict(seconds=summary(times), flops=flops, gflops=flops / statistics.median(times) / 1e9)
+    return dict(
+        seconds=summary(times),
+        flops=executed,
+        flops_traced=traced,
+        gflops=executed / statistics.median(times) / 1e9,
+    )
 
 
 def bench_cem(args):
@@ -127,13 +173,14 @@ def bench_cem(args):
     results = {}
     for name, state in (('train', starts), ('acting', {k: v[:1] for k, v in starts.items()})):
         cem = tf.function(agent.cem)
-        flops = count_flops(cem.get_concrete_function(state))
+        traced, executed = count_flops(cem.get_concrete_function(state))
         times = timed(lambda s=state, c=cem: c(s)[0].numpy(), args.warmup, args.repeats)
         results[name] = dict(
             starts=int(state['deter'].shape[0]),
             seconds=summary(times),
-            flops=flops,
-            gflops=flops / statistics.median(times) / 1e9,
+            flops=executed,
+            flops_traced=traced,
+            gflops=executed / statistics.median(times) / 1e9,
         )
     return results
 
@@ -172,15 +219,52 @@ def bench_acting(args):
     return results
 
 
+def peak_rss_mib():
+    """This process's peak resident memory so far, MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_memory(args):
+    """Peak resident memory over `--memory-updates` updates of `--memory-case`.
+
+    The peak after the first tenth of the updates (everything traced and allocated) is the
+    baseline; growth is the change from it to the peak at the end.
+    """
+    _, preset, obs_type = args.memory_case.split('_')
+    agent, data = build(preset, obs_type, extra_blocks=args.blocks)
+    baseline_at = max(1, args.memory_updates // 10)
+    trace = []
+    for update in range(1, args.memory_updates + 1):
+        agent.train(data)['model_loss'].numpy()
+        if update == baseline_at or update % max(1, args.memory_updates // 10) == 0:
+            trace.append((update, peak_rss_mib()))
+    baseline, final = trace[0][1], trace[-1][1]
+    return dict(
+        case=args.memory_case,
+        updates=args.memory_updates,
+        peak_rss_mib=trace,
+        growth_percent=100 * (final - baseline) / baseline,
+    )
+
+
 def main(argv=None):
     """Run the selected benchmarks, print a table and write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--only', nargs='+', choices=CASES, default=list(CASES))
+    parser.add_argument(
+        '--only', nargs='+', choices=CASES, default=[case for case in CASES if case != 'memory']
+    )
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--acting-steps', type=int, default=500)
     parser.add_argument(
         '--cem-train-starts', type=int, default=0, help='cem.train_starts for LSP (0 = all)'
+    )
+    parser.add_argument('--memory-updates', type=int, default=1000)
+    parser.add_argument(
+        '--memory-case',
+        default='update_dreamer_features',
+        choices=[case for case in CASES if case.startswith('update_')],
+        help='the update whose memory is followed by the memory case',
     )
     parser.add_argument('--json', type=pathlib.Path, default=pathlib.Path('benchmark.json'))
     parser.add_argument(
@@ -228,8 +312,17 @@ def main(argv=None):
                     f' {result["steps_per_second_agent_only"]:.1f} steps/s agent only ({timings})',
                     flush=True,
                 )
+        elif case == 'memory':
+            result = results[case] = bench_memory(args)
+            trace = ', '.join(f'{update}: {rss:.0f}' for update, rss in result['peak_rss_mib'])
+            print(
+                f'memory over {result["updates"]} updates of {result["case"]}: peak RSS MiB '
+                f'({trace}), growth {result["growth_percent"]:+.1f}% after update '
+                f'{result["peak_rss_mib"][0][0]}',
+                flush=True,
+            )
         results.setdefault('wall_seconds', {})[case] = time.time() - begin
-    results['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results['peak_rss_mib'] = peak_rss_mib()
     print(f'peak resident memory: {results["peak_rss_mib"]:.0f} MiB')
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
