@@ -48,7 +48,16 @@ class Dense(tf.Module):
 
     def __call__(self, x):
         """Apply to [..., in_size] inputs."""
-        x = tf.matmul(x, tf.cast(self.kernel, x.dtype)) + tf.cast(self.bias, x.dtype)
+        kernel = tf.cast(self.kernel, x.dtype)
+        if x.shape.rank == 2:
+            x = tf.matmul(x, kernel)
+        else:
+            # One 2-D product instead of a broadcast batched one: the batched kernel runs at
+            # about half the speed on CPU.
+            batch_shape = tf.shape(x)[:-1]
+            x = tf.matmul(tf.reshape(x, (-1, x.shape[-1])), kernel)
+            x = tf.reshape(x, tf.concat([batch_shape, [kernel.shape[-1]]], 0))
+        x = x + tf.cast(self.bias, x.dtype)
         return self._act(x) if self._act else x
 
 
