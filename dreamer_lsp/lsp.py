@@ -94,9 +94,7 @@ class LSP(Dreamer):
                 scaling,
             )
         self.train_actor = not skills.freeze_actor
-        self.plan = tf.function(self._plan)
-        self.filter = tf.function(self._filter)
-        self.skill_action = tf.function(self._skill_action)
+        self.step = tf.function(self._step)
 
     @property
     def actor_extra_inputs(self):
@@ -277,17 +275,19 @@ class LSP(Dreamer):
             action = tf.clip_by_value(action + amount * self.rng.normal(tf.shape(action)), -1, 1)
         return action
 
+    def _step(self, obs, latent, prev_action, skill, replan, explore):
+        """Filter `obs`, choose a new skill if `replan` (a Python bool), act: one compiled call."""
+        latent = self._filter(obs, latent, prev_action)
+        if replan:
+            skill = self._plan(latent, explore)
+        return self._skill_action(latent, skill, explore), latent, skill
+
     def act(self, obs, state, explore):
         """One agent step; every K steps a new skill is chosen from the filtered latent state."""
         begin = time.perf_counter()
         latent, prev_action, skill, age = state
-        latent = self.filter(obs, latent, prev_action)
         replan = age % self.skill_length == 0
-        if replan:
-            planned = time.perf_counter()
-            skill = self.plan(latent, explore)
-            self.timings.add('acting/cem_ms', 1000 * (time.perf_counter() - planned))
-        action = self.skill_action(latent, skill, explore)
+        action, latent, skill = self.step(obs, latent, prev_action, skill, replan, explore)
         action_numpy = action.numpy()[0]
         self.timings.add(
             'acting/plan_step_ms' if replan else 'acting/step_ms',

@@ -33,8 +33,8 @@ def rollout_frames(agent, env, skill, steps, initial_state):
     skill = tf.constant(skill[None], tf.float32)
     frames = [obs[key]]
     for _ in range(steps):
-        latent = agent.filter({obs_key: obs[obs_key][None]}, latent, action)
-        action = agent.skill_action(latent, skill, False)
+        observation = {obs_key: obs[obs_key][None]}
+        action, latent, _ = agent.step(observation, latent, action, skill, False, False)
         obs, _, done, _ = env.step(action.numpy()[0])
         frames.append(obs[key])
         if done:
