@@ -7,6 +7,7 @@ Every script under ``scripts/experiments/`` writes its grid as data (a list of `
     python scripts/experiments/fig4_single_tasks.py --parallel 2 --gpus 0,1
     python scripts/experiments/fig5_transfer.py --backend slurm --slurm-partition gpu
     python scripts/experiments/cove_transfer.py --smoke                # tiny, but every stage
+    python scripts/experiments/fig4_single_tasks.py --debug --tasks dmc_walker_walk --seeds 0 1
 
 Layout (SPEC, Logdir contract): a training run writes ``<root>/<task>/<method>/<seed>/``; runs
 with pixels (``dmc_vision``) use the task directory ``<task>_pixels`` so that Fig. 4's feature
@@ -177,13 +178,8 @@ def transfer_run(root, task, method, seed, experiment, source, replay=None):
     return train_run(root, task, method, seed, experiment, obs, args, tuple(depends_on))
 
 
-def smoke(runs, keep):
-    """The runs ``keep`` selects plus everything they depend on, each at a tiny budget.
-
-    Training runs get the ``debug`` block before the experiment's own block, so the
-    experiment's keys (e.g. K = 30 and H = 120 of ``cove_target``) still apply, and
-    `SMOKE_ARGS`; relabelings run unchanged.
-    """
+def with_dependencies(runs, keep):
+    """The runs ``keep`` selects plus everything they depend on, in the grid's order."""
     by_logdir = {run.logdir: run for run in runs}
     wanted, stack = set(), [run.logdir for run in runs if keep(run)]
     while stack:
@@ -191,15 +187,57 @@ def smoke(runs, keep):
         if logdir not in wanted:
             wanted.add(logdir)
             stack.extend(by_logdir[logdir].depends_on)
+    return [run for run in runs if run.logdir in wanted]
+
+
+def shrink(runs):
+    """Every training run at a tiny budget; relabelings unchanged.
+
+    Training runs get the ``debug`` block before the experiment's own block, so the
+    experiment's keys (e.g. K = 30 and H = 120 of ``cove_target``) still apply, and
+    `SMOKE_ARGS`.
+    """
     tiny = []
     for run in runs:
-        if run.logdir not in wanted:
-            continue
         if run.kind == 'train':
             blocks = run.blocks[:-1] + (SMOKE_BLOCK,) + run.blocks[-1:]
             run = dataclasses.replace(run, blocks=blocks, args=run.args + SMOKE_ARGS)
         tiny.append(run)
     return tiny
+
+
+def smoke(runs, keep):
+    """The runs ``keep`` selects plus everything they depend on, each at a tiny budget."""
+    return shrink(with_dependencies(runs, keep))
+
+
+def select(runs, tasks=None, methods=None, seeds=None):
+    """The runs matching every given filter (None: any), plus what they depend on.
+
+    Filters match the logdir's ``<task>/<method>/<seed>`` names, so ``dmc_cheetah_run_pixels``
+    selects the pixel runs of cheetah run.
+    """
+
+    def names(run):
+        return dict(
+            task=run.logdir.parents[1].name, method=run.logdir.parent.name, seed=run.logdir.name
+        )
+
+    wanted = {'task': tasks, 'method': methods, 'seed': seeds}
+    for field, values in wanted.items():
+        known = {names(run)[field] for run in runs}
+        unknown = sorted(set(values or ()) - known)
+        if unknown:
+            raise SweepError(
+                f'no run has {field} {", ".join(unknown)}; valid: {", ".join(sorted(known))}'
+            )
+
+    def keep(run):
+        return all(
+            values is None or names(run)[field] in values for field, values in wanted.items()
+        )
+
+    return with_dependencies(runs, keep)
 
 
 def resolved_config(run):
@@ -571,7 +609,8 @@ def build_parser(experiment, description=None):
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        '--root', help=f'sweep directory (default runs/{experiment}; runs/{experiment}-smoke)'
+        '--root',
+        help=f'sweep directory (default runs/{experiment}, runs/{experiment}-smoke or -debug)',
     )
     parser.add_argument(
         '--dry-run', action='store_true', help='print every command, one per line, in order'
@@ -581,6 +620,16 @@ def build_parser(experiment, description=None):
         action='store_true',
         help='one task and seed, the fewest runs that cover every stage, tiny networks and steps',
     )
+    parser.add_argument(
+        '--debug',
+        action='store_true',
+        help='every selected run with tiny networks and steps (a debug sweep)',
+    )
+    parser.add_argument(
+        '--tasks', nargs='+', help='only the runs of these tasks (and their sources)'
+    )
+    parser.add_argument('--methods', nargs='+', help='only the runs of these methods')
+    parser.add_argument('--seeds', nargs='+', help='only the runs of these seeds')
     parser.add_argument('--backend', choices=('local', 'slurm'), default='local')
     local = parser.add_argument_group('local backend')
     local.add_argument(
@@ -612,11 +661,15 @@ def main(experiment, grid, smoke_keep, argv=None, description=None):
     keeps (with everything they depend on).
     """
     args = build_parser(experiment, description).parse_args(argv)
-    root = Path(args.root or f'runs/{experiment}{"-smoke" if args.smoke else ""}').absolute()
+    suffix = '-smoke' if args.smoke else '-debug' if args.debug else ''
+    root = Path(args.root or f'runs/{experiment}{suffix}').absolute()
     runs = grid(root)
-    if args.smoke:
-        runs = smoke(runs, smoke_keep)
     try:
+        runs = select(runs, args.tasks, args.methods, args.seeds)
+        if args.smoke:
+            runs = smoke(runs, smoke_keep)
+        elif args.debug:
+            runs = shrink(runs)
         if args.dry_run:
             validate(runs)
             for run in runs:
