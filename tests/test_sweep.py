@@ -206,6 +206,36 @@ def test_smoke_keeps_dependencies_and_puts_debug_before_the_experiment(tmp_path)
     assert runs[0]['steps'] == runs[2]['steps'] == '400'
 
 
+def test_selection_filters_the_grid_and_keeps_sources(tmp_path):
+    full = [parse(command) for command in dry_run('fig4_single_tasks', tmp_path)]
+    flags = ('--tasks', 'dmc_cheetah_run_pixels', 'dmc_walker_walk', '--methods', 'lsp')
+    chosen = [parse(command) for command in dry_run('fig4_single_tasks', tmp_path, *flags)]
+    expected = [
+        run
+        for run in full
+        if Path(run['logdir']).parent.name == 'lsp'
+        and Path(run['logdir']).parents[1].name in ('dmc_cheetah_run_pixels', 'dmc_walker_walk')
+    ]
+    assert chosen == expected and len(chosen) == 6
+    # A transfer target brings its source and relabeling; --debug makes every run tiny.
+    flags = ('--tasks', 'dmc_quadruped_reach', '--methods', 'lsp_fixed_policy', '--seeds', '1')
+    runs = [parse(command) for command in dry_run('fig5_transfer', tmp_path, '--debug', *flags)]
+    assert [run['kind'] for run in runs] == ['train', 'relabel', 'train']
+    assert [run['steps'] for run in runs if run['kind'] == 'train'] == ['400', '400']
+    assert all('debug' in run['blocks'] for run in runs if run['kind'] == 'train')
+    assert runs[0]['seed'] == runs[2]['seed'] == '1'
+
+
+def test_unknown_selection_is_one_line(tmp_path):
+    result = subprocess.run(
+        script_command('fig6b_ablation', '--dry-run', '--root', str(tmp_path), '--seeds', '7'),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == 'error: no run has seed 7; valid: 0, 1, 2'
+
+
 def test_slurm_backend_without_submitit_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, 'submitit', None)
     run = sweep.train_run(tmp_path, 'dmc_cartpole_balance', 'dreamer', 0, 'debug')
