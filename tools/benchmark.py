@@ -18,6 +18,7 @@ about 20 minutes; `--only memory`).
 
 import argparse
 import json
+import os
 import pathlib
 import resource
 import statistics
@@ -31,6 +32,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from dreamer_lsp import config as config_lib  # noqa: E402
 from dreamer_lsp._tf import tf  # noqa: E402
 from dreamer_lsp.agents import make_agent  # noqa: E402
+from dreamer_lsp.dreamer import compute_dtype  # noqa: E402
 from dreamer_lsp.envs import ProcessEnv  # noqa: E402
 
 FEATURE_SIZE = 78  # quadruped walk
@@ -117,10 +119,10 @@ def count_flops(concrete_function):
     return int(traced), int(executed)
 
 
-def build(preset, obs_type, overrides=None, extra_blocks=()):
-    """A paper-size agent (unless `extra_blocks` shrink it) and a synthetic batch for it."""
-    blocks = [*extra_blocks, 'dmc_proprio' if obs_type == 'features' else 'dmc_vision', preset]
-    config = config_lib.build(blocks, {'precision': 32, **(overrides or {})})
+def build(preset, obs_type, args, overrides=None):
+    """A paper-size agent (unless `args.blocks` shrink it) and a synthetic batch for it."""
+    blocks = [*args.blocks, 'dmc_proprio' if obs_type == 'features' else 'dmc_vision', preset]
+    config = config_lib.build(blocks, {'precision': args.precision, **(overrides or {})})
     space = (
         {'features': ((FEATURE_SIZE,), np.float32)}
         if obs_type == 'features'
@@ -154,7 +156,7 @@ def bench_matmul(args):
 def bench_update(preset, obs_type, args):
     """Seconds per compiled train update and its achieved GFLOP/s."""
     overrides = {'cem.train_starts': args.cem_train_starts}
-    agent, data = build(preset, obs_type, overrides, args.blocks)
+    agent, data = build(preset, obs_type, args, overrides)
     traced, executed = count_flops(agent.train.get_concrete_function(data))
     times = timed(lambda: agent.train(data)['model_loss'].numpy(), args.warmup, args.repeats)
     return dict(
@@ -167,7 +169,7 @@ def bench_update(preset, obs_type, args):
 
 def bench_cem(args):
     """The CEM call alone at training size (all B*T starts) and acting size (one state)."""
-    agent, data = build('lsp', 'features', extra_blocks=args.blocks)
+    agent, data = build('lsp', 'features', args)
     _, post, _ = agent.world_model.loss(data)
     starts = {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in post.items()}
     results = {}
@@ -191,7 +193,7 @@ def bench_acting(args):
     env = ProcessEnv(task='quadruped_walk', obs_type='features', seed=0)
     try:
         for preset in ('dreamer', 'lsp'):
-            agent, _ = build(preset, 'features', extra_blocks=args.blocks)
+            agent, _ = build(preset, 'features', args)
             obs = env.reset()
             state = agent.initial_state()
             steps = args.acting_steps
@@ -231,7 +233,7 @@ def bench_memory(args):
     baseline; growth is the change from it to the peak at the end.
     """
     _, preset, obs_type = args.memory_case.split('_')
-    agent, data = build(preset, obs_type, extra_blocks=args.blocks)
+    agent, data = build(preset, obs_type, args)
     baseline_at = max(1, args.memory_updates // 10)
     trace = []
     for update in range(1, args.memory_updates + 1):
@@ -259,6 +261,13 @@ def main(argv=None):
     parser.add_argument(
         '--cem-train-starts', type=int, default=0, help='cem.train_starts for LSP (0 = all)'
     )
+    parser.add_argument(
+        '--precision',
+        type=int,
+        default=32,
+        choices=(16, 32),
+        help='32: float32 (default, as the reference figures); 16: what precision 16 picks here',
+    )
     parser.add_argument('--memory-updates', type=int, default=1000)
     parser.add_argument(
         '--memory-case',
@@ -273,11 +282,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     results = dict(
         tensorflow=tf.__version__,
-        onednn=tf.sysconfig.get_build_info().get('is_mkl_build', None),
+        compute_dtype=compute_dtype(args.precision).name,
+        onednn_opts=os.environ.get('TF_ENABLE_ONEDNN_OPTS'),
         threads=dict(
             intra=tf.config.threading.get_intra_op_parallelism_threads(),
             inter=tf.config.threading.get_inter_op_parallelism_threads(),
         ),
+    )
+    print(
+        f'TensorFlow {results["tensorflow"]}, TF_ENABLE_ONEDNN_OPTS={results["onednn_opts"]}, '
+        f'compute dtype {results["compute_dtype"]}, threads {results["threads"]}',
+        flush=True,
     )
     peak = None
     for case in args.only:
@@ -285,7 +300,7 @@ def main(argv=None):
         if case == 'matmul_peak':
             results[case] = bench_matmul(args)
             peak = results[case]['gflops']
-            print(f'matmul peak: {peak:.1f} GFLOP/s', flush=True)
+            print(f'matmul peak (float32): {peak:.1f} GFLOP/s', flush=True)
         elif case.startswith('update_'):
             _, preset, obs_type = case.split('_')
             result = results[case] = bench_update(preset, obs_type, args)
