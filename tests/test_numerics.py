@@ -8,7 +8,7 @@ import pytest
 from dreamer_lsp import config as config_lib
 from dreamer_lsp import networks
 from dreamer_lsp._tf import tf
-from dreamer_lsp.dreamer import Dreamer, WorldModel, compute_dtype, cpu_has_bfloat16
+from dreamer_lsp.dreamer import Dreamer, WorldModel
 from dreamer_lsp.utils import Adam, lambda_return
 
 
@@ -130,40 +130,6 @@ def test_float16_path_scales_the_loss_and_trains():
     # Each update is either applied or, on overflowing gradients, skipped with a halved scale.
     skipped = 4 - optimizer.iterations.numpy()
     assert optimizer.loss_scale.numpy() == 2.0 ** (15 - skipped)
-
-
-def test_bfloat16_is_chosen_from_the_cpu_flags(tmp_path, monkeypatch):
-    with_bf16, without = tmp_path / 'zen5', tmp_path / 'old'
-    with_bf16.write_text('processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 fma\n')
-    without.write_text('processor\t: 0\nflags\t\t: fpu avx2 avx512f fma\n')
-    assert cpu_has_bfloat16(with_bf16) and not cpu_has_bfloat16(without)
-    assert not cpu_has_bfloat16(tmp_path / 'missing')
-    assert compute_dtype(32) == tf.float32
-    expected = tf.bfloat16 if cpu_has_bfloat16() else tf.float32
-    assert compute_dtype(16) == expected  # this machine has no GPU
-    with pytest.raises(ValueError, match='16 or 32'):
-        compute_dtype(8)
-
-
-def test_bfloat16_path_trains_like_float32():
-    from dreamer_lsp.lsp import LSP
-
-    config = config_lib.build(['debug', 'dmc_proprio', 'lsp'])
-    data = {
-        'features': tf.random.stateless_normal((4, 8, 5), (1, 2)),
-        'action': tf.random.stateless_uniform((4, 8, 2), (3, 4), -1, 1),
-        'reward': tf.random.stateless_normal((4, 8), (5, 6)),
-    }
-    losses = {}
-    for dtype in (tf.float32, tf.bfloat16):
-        agent = LSP(config, {'features': ((5,), np.float32)}, 2, dtype=dtype)  # same seed
-        for _ in range(3):
-            metrics = agent.train(data)
-        losses[dtype] = metrics['model_loss'].numpy()
-        assert not agent.model_opt.loss_scaling  # bfloat16 has float32's exponent range
-        assert all(np.isfinite(value.numpy()).all() for value in metrics.values())
-    # Same initial weights and batch: the losses agree to bfloat16's precision.
-    assert losses[tf.bfloat16] == pytest.approx(losses[tf.float32], rel=0.05)
 
 
 def test_compiled_and_eager_updates_agree():
