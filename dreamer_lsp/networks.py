@@ -52,8 +52,8 @@ class Dense(tf.Module):
         if x.shape.rank == 2:
             x = tf.matmul(x, kernel)
         else:
-            # One 2-D product instead of a broadcast batched one: the batched kernel runs at
-            # about half the speed on CPU.
+            # One 2-D product: a broadcast product runs as BatchMatMul, which is slower on CPU
+            # (the paper-size pixel update went from 4.07 s to 3.85 s).
             batch_shape = tf.shape(x)[:-1]
             x = tf.matmul(tf.reshape(x, (-1, x.shape[-1])), kernel)
             x = tf.reshape(x, tf.concat([batch_shape, [kernel.shape[-1]]], 0))
