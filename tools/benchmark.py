@@ -234,11 +234,11 @@ def bench_memory(args):
     """
     _, preset, obs_type = args.memory_case.split('_')
     agent, data = build(preset, obs_type, args)
-    baseline_at = max(1, args.memory_updates // 10)
+    interval = max(1, args.memory_updates // 10)
     trace = []
     for update in range(1, args.memory_updates + 1):
         agent.train(data)['model_loss'].numpy()
-        if update == baseline_at or update % max(1, args.memory_updates // 10) == 0:
+        if update % interval == 0:
             trace.append((update, peak_rss_mib()))
     baseline, final = trace[0][1], trace[-1][1]
     return dict(
