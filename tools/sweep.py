@@ -148,6 +148,11 @@ class Run:
         return [python, '-m', 'dreamer_lsp', *self.program_args()]
 
     @property
+    def layout(self):
+        """The logdir's ``(task, method, seed)`` names (task with ``_pixels`` for pixel runs)."""
+        return self.logdir.parts[-3:]
+
+    @property
     def label(self):
         """The logdir's last parts: ``task/method/seed`` (``relabeled/...`` for relabelings)."""
         return '/'.join(self.logdir.parts[-4 if self.kind == 'relabel' else -3 :])
@@ -214,18 +219,12 @@ def smoke(runs, keep):
 def select(runs, tasks=None, methods=None, seeds=None):
     """The runs matching every given filter (None: any), plus what they depend on.
 
-    Filters match the logdir's ``<task>/<method>/<seed>`` names, so ``dmc_cheetah_run_pixels``
-    selects the pixel runs of cheetah run.
+    Filters match `Run.layout`, so ``dmc_cheetah_run_pixels`` selects the pixel runs of
+    cheetah run.
     """
-
-    def names(run):
-        return dict(
-            task=run.logdir.parents[1].name, method=run.logdir.parent.name, seed=run.logdir.name
-        )
-
-    wanted = {'task': tasks, 'method': methods, 'seed': seeds}
-    for field, values in wanted.items():
-        known = {names(run)[field] for run in runs}
+    filters = (('task', tasks), ('method', methods), ('seed', seeds))
+    for index, (field, values) in enumerate(filters):
+        known = {run.layout[index] for run in runs}
         unknown = sorted(set(values or ()) - known)
         if unknown:
             raise SweepError(
@@ -234,7 +233,8 @@ def select(runs, tasks=None, methods=None, seeds=None):
 
     def keep(run):
         return all(
-            values is None or names(run)[field] in values for field, values in wanted.items()
+            values is None or run.layout[index] in values
+            for index, (_, values) in enumerate(filters)
         )
 
     return with_dependencies(runs, keep)
@@ -615,12 +615,13 @@ def build_parser(experiment, description=None):
     parser.add_argument(
         '--dry-run', action='store_true', help='print every command, one per line, in order'
     )
-    parser.add_argument(
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
         '--smoke',
         action='store_true',
         help='one task and seed, the fewest runs that cover every stage, tiny networks and steps',
     )
-    parser.add_argument(
+    size.add_argument(
         '--debug',
         action='store_true',
         help='every selected run with tiny networks and steps (a debug sweep)',
