@@ -71,22 +71,15 @@ class WorldModel(tf.Module):
             return tf.cast(x, self.dtype) / 255.0 - 0.5
         return tf.cast(x, self.dtype)
 
-    def target(self, obs):
-        """The decoder's target in float32."""
-        x = obs[self.obs_key]
-        return (
-            tf.cast(x, tf.float32) / 255.0 - 0.5
-            if self.obs_key == 'image'
-            else tf.cast(x, tf.float32)
-        )
-
     def loss(self, data):
         """The model loss of a [B, T] batch; returns loss, posterior states and metrics."""
-        embed = self.encoder(self.preprocess(data))
+        inputs = self.preprocess(data)
+        embed = self.encoder(inputs)
         action = tf.cast(data['action'], self.dtype)
         post, prior = self.rssm.observe(embed, action)
         feat = self.rssm.feat(post)
-        obs_like = tf.reduce_mean(self.decoder(feat).log_prob(self.target(data)))
+        # The decoder's target is its input, in float32 (a no-op unless mixed precision).
+        obs_like = tf.reduce_mean(self.decoder(feat).log_prob(tf.cast(inputs, tf.float32)))
         reward_like = tf.reduce_mean(
             self.reward(feat).log_prob(tf.cast(data['reward'], tf.float32))
         )
@@ -154,12 +147,19 @@ class Dreamer(tf.Module):
         start = {k: tf.stop_gradient(v) for k, v in post.items()}
         plan, plan_metrics = self.plan_behavior(start)
         metrics.update(plan_metrics)
-        with tf.GradientTape() as actor_tape:
-            imag_feat, weights, returns, aux, behavior_metrics = self.imagine_returns(start, plan)
+        # The value loss reuses the values of the actor's λ-returns: on the same features and
+        # weights they equal the reference's second forward pass, which is saved. The value
+        # tape watches only the value network, so its gradient is the reference's.
+        with (
+            tf.GradientTape() as actor_tape,
+            tf.GradientTape(watch_accessed_variables=False) as value_tape,
+        ):
+            value_tape.watch(self.value.trainable_variables)
+            _, value, weights, returns, aux, behavior_metrics = self.imagine_returns(start, plan)
             actor_loss = -tf.reduce_mean(weights * returns)
-        with tf.GradientTape() as value_tape:
-            value_pred = self.value(imag_feat[:-1])
-            value_loss = -tf.reduce_mean(weights * value_pred.log_prob(tf.stop_gradient(returns)))
+        with value_tape:
+            value_like = tfd.Normal(value[:-1], 1.0).log_prob(tf.stop_gradient(returns))
+            value_loss = -tf.reduce_mean(weights * value_like)
         metrics.update(behavior_metrics)
         metrics['model_grad_norm'] = self.model_opt.minimize(model_tape, model_loss)
         if self.train_actor:
@@ -192,10 +192,11 @@ class Dreamer(tf.Module):
         return None, {}
 
     def imagine_returns(self, start, plan=None):
-        """Imagine `horizon` steps from every start state; returns features, weights, λ-returns.
+        """Imagine `horizon` steps from every start state.
 
-        start: dict of [B, T, ...] posterior states, flattened to B*T starts.
-        Shapes: features [H, N, F]; weights and returns [H - 1, N].
+        start: dict of [B, T, ...] posterior states, flattened to N = B*T starts.
+        Returns features [H, N, F], values [H, N], weights and λ-returns [H - 1, N], the
+        inputs of `auxiliary_updates` and metrics.
         """
         rssm = self.world_model.rssm
         state = {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in start.items()}
@@ -209,7 +210,7 @@ class Dreamer(tf.Module):
         reward = self.world_model.reward(imag_feat).mode()
         weights, returns, value = self.returns(imag_feat, reward)
         metrics = dict(imag_reward=tf.reduce_mean(reward), imag_value=tf.reduce_mean(value))
-        return imag_feat, weights, returns, {}, metrics
+        return imag_feat, value, weights, returns, {}, metrics
 
     def returns(self, imag_feat, reward):
         """Discount weights [H-1, N], λ-returns [H-1, N] and values [H, N] of a rollout [ref]."""

@@ -213,7 +213,7 @@ class LSP(Dreamer):
             aux = dict(segments=tf.stop_gradient(segments), skills=targets)
         weights, returns, value = self.returns(feats, reward)
         metrics['imag_value'] = tf.reduce_mean(value)
-        return feats, weights, returns, aux, metrics
+        return feats, value, weights, returns, aux, metrics
 
     def _cem_starts(self, state, count):
         """All start states (paper), or a random subset of `cem.train_starts` of them."""

@@ -1,8 +1,10 @@
 """World-model components with real TensorFlow graphs at `debug` sizes."""
 
 import numpy as np
+import pytest
 
 from dreamer_lsp import config as config_lib
+from dreamer_lsp import networks
 from dreamer_lsp._tf import tf
 from dreamer_lsp.dreamer import Dreamer
 
@@ -69,3 +71,57 @@ def test_model_loss_falls_on_a_fixed_batch_and_posterior_leaves_the_prior():
     embed = agent.world_model.encoder(agent.world_model.preprocess(data))
     post, prior = agent.world_model.rssm.observe(embed, data['action'])
     assert not np.allclose(post['mean'].numpy(), prior['mean'].numpy(), atol=1e-3)
+
+
+def test_transposed_convolution_shortcuts_match_tensorflow():
+    """The 1x1-map matrix product and the sub-pixel path equal tf.nn.conv2d_transpose."""
+    rng = tf.random.Generator.from_seed(0)
+    cases = [  # (size, channels, filters, kernel, stride, subpixel)
+        (1, 16, 8, 5, 2, False),
+        (3, 6, 3, 6, 2, True),
+        (4, 5, 2, 4, 2, True),
+        (3, 4, 2, 6, 3, True),
+    ]
+    for size, channels, filters, kernel, stride, subpixel in cases:
+        layer = networks.Conv2DTranspose(rng, channels, filters, kernel, stride, None, subpixel)
+        layer.bias.assign(tf.random.normal((filters,)))
+        x = tf.random.normal((3, size, size, channels))
+        out = (size - 1) * stride + kernel
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            ours = layer(x)
+            expected = (
+                tf.nn.conv2d_transpose(x, layer.kernel, (3, out, out, filters), stride, 'VALID')
+                + layer.bias
+            )
+            weights = tf.random.normal(ours.shape)
+            ours_loss = tf.reduce_sum(weights * ours)
+            expected_loss = tf.reduce_sum(weights * expected)
+        assert ours.shape == (3, out, out, filters)
+        np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+        for ours_grad, expected_grad in zip(
+            tape.gradient(ours_loss, [x, layer.kernel]),
+            tape.gradient(expected_loss, [x, layer.kernel]),
+        ):
+            np.testing.assert_allclose(ours_grad.numpy(), expected_grad.numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match='kernel % stride'):
+        networks.Conv2DTranspose(rng, 4, 2, 5, 2, subpixel=True)
+
+
+def test_value_gradient_equals_a_second_forward_pass_on_stopped_features():
+    """The update reuses the actor's values; the reference runs the value network again."""
+    agent, _ = make_agent()
+    data = fixed_batch()
+    variables = [*agent.variables, agent.rng.state]
+    initial = [v.numpy() for v in variables]
+    norm = agent.train(data)['value_grad_norm'].numpy()
+    for variable, value in zip(variables, initial):
+        variable.assign(value)
+    _, post, _ = agent.world_model.loss(data)  # the same random draws as the update
+    start = {k: tf.stop_gradient(v) for k, v in post.items()}
+    imag_feat, _, weights, returns, _, _ = agent.imagine_returns(start)
+    with tf.GradientTape() as tape:
+        value = agent.value(tf.stop_gradient(imag_feat[:-1]))
+        loss = -tf.reduce_mean(weights * value.log_prob(tf.stop_gradient(returns)))
+    expected = tf.linalg.global_norm(tape.gradient(loss, agent.value.trainable_variables))
+    np.testing.assert_allclose(norm, expected.numpy(), rtol=1e-4)

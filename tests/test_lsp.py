@@ -126,7 +126,7 @@ def test_intrinsic_reward_is_the_predictor_log_probability_of_the_rollout():
     agent = make('lsp', **{'skills.predictor_noise': 0.0})
     start = start_states(agent, batch(agent))
     plan, _ = agent.plan_behavior(start)
-    _, _, _, aux, metrics = agent.imagine_returns(start, plan)
+    _, _, _, _, aux, metrics = agent.imagine_returns(start, plan)
     log_q = agent.predictor(aux['segments']).log_prob(aux['skills'])  # [S, N]
     expected = tf.reduce_mean(log_q) / agent.skill_length
     np.testing.assert_allclose(metrics['intrinsic_reward'].numpy(), expected.numpy(), rtol=1e-5)
@@ -139,7 +139,7 @@ def test_presets_without_mi_have_no_intrinsic_reward(preset):
     agent = make(preset)
     start = start_states(agent, batch(agent))
     plan, _ = agent.plan_behavior(start)
-    feats, _, returns, aux, metrics = agent.imagine_returns(start, plan)
+    feats, _, _, returns, aux, metrics = agent.imagine_returns(start, plan)
     assert aux == {} and 'intrinsic_reward' not in metrics
     reward = agent.world_model.reward(feats).mode()
     _, expected, _ = agent.returns(feats, reward)
