@@ -207,20 +207,22 @@ class Dreamer(tf.Module):
             state = rssm.img_step(state, tf.cast(action, self.dtype))
             feats.append(rssm.feat(state))
         imag_feat = tf.stack(feats, 0)
-        reward = self.world_model.reward(imag_feat).mode()
+        # The last step's reward enters no λ-return [ref], so it is not computed.
+        reward = self.world_model.reward(imag_feat[:-1]).mode()
         weights, returns, value = self.returns(imag_feat, reward)
         metrics = dict(imag_reward=tf.reduce_mean(reward), imag_value=tf.reduce_mean(value))
         return imag_feat, value, weights, returns, {}, metrics
 
     def returns(self, imag_feat, reward):
-        """Discount weights [H-1, N], λ-returns [H-1, N] and values [H, N] of a rollout [ref]."""
+        """Discount weights [H-1, N], λ-returns [H-1, N] and values [H, N] of a rollout [ref].
+
+        imag_feat: [H, N, F]; reward: [H-1, N], the rewards of all steps but the last.
+        """
         value = self.value(imag_feat).mode()
         pcont = self.config.discount * tf.ones_like(reward)
-        returns = lambda_return(
-            reward[:-1], value[:-1], pcont[:-1], value[-1], self.config.return_lambda
-        )
+        returns = lambda_return(reward, value[:-1], pcont, value[-1], self.config.return_lambda)
         weights = tf.stop_gradient(
-            tf.math.cumprod(tf.concat([tf.ones_like(pcont[:1]), pcont[:-2]], 0), 0)
+            tf.math.cumprod(tf.concat([tf.ones_like(pcont[:1]), pcont[:-1]], 0), 0)
         )
         return weights, returns, value
 

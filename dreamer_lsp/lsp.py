@@ -147,7 +147,7 @@ class LSP(Dreamer):
         def score(proposals):  # [G, S, D] -> [G]
             skills = tf.repeat(proposals, count, axis=0)  # row g * N + n: proposal g, start n
             feats, _ = self.rollout(tiled, skills)
-            _, returns, _ = self.returns(feats, self.world_model.reward(feats).mode())
+            _, returns, _ = self.returns(feats, self.world_model.reward(feats[:-1]).mode())
             return tf.reduce_mean(tf.reshape(returns[0], (cem.proposals, count)), 1)
 
         shape = (self.num_skills, self.skill_dim)
@@ -197,7 +197,7 @@ class LSP(Dreamer):
         metrics = {}
         skills = plan
         feats, skills = self.rollout(state, skills)
-        reward = self.world_model.reward(feats).mode()
+        reward = self.world_model.reward(feats[:-1]).mode()  # [H - 1, N]: see Dreamer
         metrics['imag_reward'] = tf.reduce_mean(reward)
         aux = {}
         if skills_config.intrinsic:
@@ -208,7 +208,7 @@ class LSP(Dreamer):
             # step carries the same share of its segment's intrinsic reward.
             intrinsic = tf.repeat(log_q / self.skill_length, self.skill_length, axis=0)
             intrinsic = intrinsic[: self.horizon]
-            reward += skills_config.intrinsic_scale * intrinsic
+            reward += skills_config.intrinsic_scale * intrinsic[:-1]
             metrics['intrinsic_reward'] = tf.reduce_mean(intrinsic)
             aux = dict(segments=tf.stop_gradient(segments), skills=targets)
         weights, returns, value = self.returns(feats, reward)
