@@ -33,6 +33,8 @@ def test_benchmark_smoke(tmp_path):
             'memory',
             '--memory-updates',
             '3',
+            '--profile',
+            str(tmp_path / 'profile'),
         ],
         capture_output=True,
         text=True,
@@ -54,3 +56,6 @@ def test_benchmark_smoke(tmp_path):
     )
     assert 0 < executed <= traced
     assert 'per update' in result.stdout and 'GFLOP/s' in result.stdout
+    profile = figures['update_dreamer_features']['profile']
+    assert any('MatMul' in row['op'] for row in profile) and 0 < profile[0]['share'] <= 1
+    assert list((tmp_path / 'profile' / 'update_lsp_pixels').rglob('*.xplane.pb'))

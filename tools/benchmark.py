@@ -4,6 +4,7 @@
     .venv/bin/python tools/benchmark.py --only update_dreamer_features cem --repeats 3
     .venv/bin/python tools/benchmark.py --json runs/benchmark.json
     .venv/bin/python tools/benchmark.py --only memory --memory-updates 1000
+    .venv/bin/python tools/benchmark.py --only update_dreamer_pixels --profile runs/profile
 
 Figures are medians (min-max) over `--repeats` timed runs after `--warmup` untimed ones:
 seconds per train update (Dreamer and LSP, features and pixels, batch 50x50), the CEM call alone
@@ -13,10 +14,12 @@ operations of each compiled function (counted by TensorFlow's profiler on the gr
 after Grappler's optimisations; GFLOP/s use the latter) and the achieved GFLOP/s next to a
 matrix-product peak measured in the same run. `memory` follows the peak resident memory over
 `--memory-updates` updates (it is not part of the default run: 1,000 paper-size updates take
-about 20 minutes; `--only memory`).
+about 20 minutes; `--only memory`). `--profile DIR` profiles one more update of each update case,
+prints the op types that took the most time and leaves the trace for TensorBoard's profile tab.
 """
 
 import argparse
+import collections
 import json
 import os
 import pathlib
@@ -119,6 +122,36 @@ def count_flops(concrete_function):
     return int(traced), int(executed)
 
 
+def profile_ops(function, directory, top):
+    """Run `function` once under TensorFlow's profiler; the `top` op types by time.
+
+    The trace is written to `directory` (TensorBoard's profile tab reads it). Times are summed
+    over the executor's threads, so ops that ran concurrently both count.
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    tf.profiler.experimental.start(str(directory))
+    try:
+        function()
+    finally:
+        tf.profiler.experimental.stop()
+    latest = max(pathlib.Path(directory).rglob('*.xplane.pb'), key=lambda p: p.stat().st_mtime)
+    space = xplane_pb2.XSpace.FromString(latest.read_bytes())
+    seconds = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith('tf_Compute'):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name  # 'op_name:OpType'
+                if ':' in name and '::' not in name:
+                    seconds[name.rsplit(':', 1)[1]] += event.duration_ps / 1e12
+    total = sum(seconds.values())
+    return [
+        dict(op=op, seconds=value, share=value / total) for op, value in seconds.most_common(top)
+    ]
+
+
 def build(preset, obs_type, args, overrides=None):
     """A paper-size agent (unless `args.blocks` shrink it) and a synthetic batch for it."""
     blocks = [*args.blocks, 'dmc_proprio' if obs_type == 'features' else 'dmc_vision', preset]
@@ -158,13 +191,18 @@ def bench_update(preset, obs_type, args):
     overrides = {'cem.train_starts': args.cem_train_starts}
     agent, data = build(preset, obs_type, args, overrides)
     traced, executed = count_flops(agent.train.get_concrete_function(data))
-    times = timed(lambda: agent.train(data)['model_loss'].numpy(), args.warmup, args.repeats)
-    return dict(
+    update = lambda: agent.train(data)['model_loss'].numpy()  # noqa: E731
+    times = timed(update, args.warmup, args.repeats)
+    result = dict(
         seconds=summary(times),
         flops=executed,
         flops_traced=traced,
         gflops=executed / statistics.median(times) / 1e9,
     )
+    if args.profile:
+        directory = args.profile / f'update_{preset}_{obs_type}'
+        result['profile'] = profile_ops(update, directory, args.profile_top)
+    return result
 
 
 def bench_cem(args):
@@ -277,6 +315,14 @@ def main(argv=None):
     )
     parser.add_argument('--json', type=pathlib.Path, default=pathlib.Path('benchmark.json'))
     parser.add_argument(
+        '--profile',
+        type=pathlib.Path,
+        help='profile one more update of each update case into this directory (TensorBoard)',
+    )
+    parser.add_argument(
+        '--profile-top', type=int, default=12, help='op types listed per profiled update'
+    )
+    parser.add_argument(
         '--blocks', nargs='*', default=[], help='extra config blocks, e.g. debug for a smoke run'
     )
     args = parser.parse_args(argv)
@@ -310,6 +356,8 @@ def main(argv=None):
                 f'{result["gflops"]:.1f} GFLOP/s{share}',
                 flush=True,
             )
+            for row in result.get('profile', []):
+                print(f'  {row["op"]:<40} {row["seconds"]:7.3f} s  {100 * row["share"]:4.1f}%')
         elif case == 'cem':
             results[case] = bench_cem(args)
             for name, result in results[case].items():
