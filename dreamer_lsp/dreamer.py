@@ -147,8 +147,8 @@ class Dreamer(tf.Module):
         start = {k: tf.stop_gradient(v) for k, v in post.items()}
         plan, plan_metrics = self.plan_behavior(start)
         metrics.update(plan_metrics)
-        # The value loss reuses the values of the actor's λ-returns: on the same features and
-        # weights they equal the reference's second forward pass, which is saved. The value
+        # The value loss reuses the values computed for the actor's λ-returns (same features,
+        # same weights) where the reference runs the value network a second time. The value
         # tape watches only the value network, so its gradient is the reference's.
         with (
             tf.GradientTape() as actor_tape,
