@@ -72,7 +72,7 @@ def test_model_loss_falls_on_a_fixed_batch_and_posterior_leaves_the_prior():
     assert not np.allclose(post['mean'].numpy(), prior['mean'].numpy(), atol=1e-3)
 
 
-def test_transposed_convolution_shortcuts_match_tensorflow():
+def test_transposed_convolution_matches_tensorflow_on_1x1_and_larger_maps():
     """On a 1x1 map (a matrix product) and larger maps the layer is tf.nn.conv2d_transpose."""
     rng = tf.random.Generator.from_seed(0)
     cases = [(1, 16, 8, 5, 2), (3, 6, 3, 6, 2)]  # (size, channels, filters, kernel, stride)

@@ -128,6 +128,7 @@ def profile_ops(function, directory, top):
     The trace is written to `directory` (TensorBoard's profile tab reads it). Times are summed
     over the executor's threads, so ops that ran concurrently both count.
     """
+    # Here, not at the top: TensorFlow must load through dreamer_lsp._tf (its settings) first.
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     tf.profiler.experimental.start(str(directory))
