@@ -200,18 +200,25 @@ class Dreamer(tf.Module):
         """
         rssm = self.world_model.rssm
         state = {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in start.items()}
-        feats = []
+        feat, feats = rssm.feat(state), []
         for _ in range(self.config.horizon):
             # The actor sees stopped features; gradients reach it through the dynamics [ref].
-            action = self.actor(tf.stop_gradient(rssm.feat(state))).sample()
+            action = self.actor(tf.stop_gradient(feat)).sample()
             state = rssm.img_step(state, tf.cast(action, self.dtype))
-            feats.append(rssm.feat(state))
+            feat = rssm.feat(state)
+            feats.append(feat)
         imag_feat = tf.stack(feats, 0)
-        # The last step's reward enters no λ-return [ref], so it is not computed.
-        reward = self.world_model.reward(imag_feat[:-1]).mode()
+        reward = self.imagined_reward(imag_feat)
         weights, returns, value = self.returns(imag_feat, reward)
         metrics = dict(imag_reward=tf.reduce_mean(reward), imag_value=tf.reduce_mean(value))
         return imag_feat, value, weights, returns, {}, metrics
+
+    def imagined_reward(self, imag_feat):
+        """The reward head's mode [H-1, N] for every imagined step but the last.
+
+        The last step's reward enters no λ-return [ref], so it is not computed.
+        """
+        return self.world_model.reward(imag_feat[:-1]).mode()
 
     def returns(self, imag_feat, reward):
         """Discount weights [H-1, N], λ-returns [H-1, N] and values [H, N] of a rollout [ref].

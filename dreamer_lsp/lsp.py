@@ -118,19 +118,20 @@ class LSP(Dreamer):
         Returns features [H, N, F] and the skills used [N, S, D].
         """
         rssm = self.world_model.rssm
-        feats, chosen = [], []
+        feat, feats, chosen = rssm.feat(state), [], []
         for t in range(self.horizon):
             if t % self.skill_length == 0:
                 index = t // self.skill_length
                 if skills is None:
-                    dist = self.high_policy(tf.stop_gradient(rssm.feat(state)))
+                    dist = self.high_policy(tf.stop_gradient(feat))
                     skill = dist.mean() + dist.stddev() * self.rng.normal(tf.shape(dist.mean()))
                 else:
                     skill = skills[:, index]
                 chosen.append(skill)
-            action = self.actor_dist(tf.stop_gradient(rssm.feat(state)), skill).sample()
+            action = self.actor_dist(tf.stop_gradient(feat), skill).sample()
             state = rssm.img_step(state, tf.cast(action, self.dtype))
-            feats.append(rssm.feat(state))
+            feat = rssm.feat(state)
+            feats.append(feat)
         return tf.stack(feats, 0), tf.stack(chosen, 1)
 
     def cem(self, start):
@@ -147,7 +148,7 @@ class LSP(Dreamer):
         def score(proposals):  # [G, S, D] -> [G]
             skills = tf.repeat(proposals, count, axis=0)  # row g * N + n: proposal g, start n
             feats, _ = self.rollout(tiled, skills)
-            _, returns, _ = self.returns(feats, self.world_model.reward(feats[:-1]).mode())
+            _, returns, _ = self.returns(feats, self.imagined_reward(feats))
             return tf.reduce_mean(tf.reshape(returns[0], (cem.proposals, count)), 1)
 
         shape = (self.num_skills, self.skill_dim)
@@ -197,7 +198,7 @@ class LSP(Dreamer):
         metrics = {}
         skills = plan
         feats, skills = self.rollout(state, skills)
-        reward = self.world_model.reward(feats[:-1]).mode()  # [H - 1, N]: see Dreamer
+        reward = self.imagined_reward(feats)  # [H - 1, N]
         metrics['imag_reward'] = tf.reduce_mean(reward)
         aux = {}
         if skills_config.intrinsic:

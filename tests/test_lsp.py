@@ -141,7 +141,7 @@ def test_presets_without_mi_have_no_intrinsic_reward(preset):
     plan, _ = agent.plan_behavior(start)
     feats, _, _, returns, aux, metrics = agent.imagine_returns(start, plan)
     assert aux == {} and 'intrinsic_reward' not in metrics
-    reward = agent.world_model.reward(feats[:-1]).mode()
+    reward = agent.imagined_reward(feats)
     _, expected, _ = agent.returns(feats, reward)
     assert expected.shape == returns.shape
     assert 'predictor_log_likelihood' not in agent.train(batch(agent))

@@ -192,7 +192,10 @@ def bench_update(preset, obs_type, args):
     overrides = {'cem.train_starts': args.cem_train_starts}
     agent, data = build(preset, obs_type, args, overrides)
     traced, executed = count_flops(agent.train.get_concrete_function(data))
-    update = lambda: agent.train(data)['model_loss'].numpy()  # noqa: E731
+
+    def update():
+        agent.train(data)['model_loss'].numpy()
+
     times = timed(update, args.warmup, args.repeats)
     result = dict(
         seconds=summary(times),
