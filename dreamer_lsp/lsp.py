@@ -3,7 +3,8 @@
 A skill z (continuous, `skills.dim`-dimensional) is held for K = `skills.length` agent steps and
 conditions the low-level actor q_φ(a | s, z). The high level picks skills by CEM over the
 world model (`lsp`, `no_mi`), at random (`random_skills`, `randskills_inp`) or with an amortised
-policy (`hiro`). The backward skill predictor q_χ(z | {s}, s0) gives the intrinsic reward
+Gaussian policy trained in imagination (`hiro`: the paper's HRL baseline, not Nachum et al.'s
+HIRO with subgoals). The backward skill predictor q_χ(z | {s}, s0) gives the intrinsic reward
 r_i = log q_χ that maximises a lower bound on the mutual information of skills and states.
 """
 
@@ -13,11 +14,12 @@ import time
 import numpy as np
 
 from dreamer_lsp import networks
-from dreamer_lsp._tf import tf
+from dreamer_lsp._tf import tf, tfd
 from dreamer_lsp.dreamer import Dreamer
 from dreamer_lsp.utils import Adam
 
 HIGH_LEVELS = ('cem', 'random', 'policy')
+MEAN_NOISE_PER = ('skill', 'update')
 
 
 class SkillPredictor(tf.Module):
@@ -62,6 +64,11 @@ class LSP(Dreamer):
                 f'skills.high_level {skills.high_level!r} is invalid; '
                 f'valid: {", ".join(HIGH_LEVELS)}'
             )
+        if skills.mean_noise_per not in MEAN_NOISE_PER:
+            raise ValueError(
+                f'skills.mean_noise_per {skills.mean_noise_per!r} is invalid; '
+                f'valid: {", ".join(MEAN_NOISE_PER)}'
+            )
         self.skill_dim, self.skill_length = skills.dim, skills.length
         self.horizon = skills.horizon
         self.num_skills = math.ceil(self.horizon / self.skill_length)
@@ -81,7 +88,8 @@ class LSP(Dreamer):
             scaling,
         )
         if skills.high_level == 'policy':
-            # HIRO baseline: an amortised high-level policy over skills, trained with the actor.
+            # The `hiro` preset: an amortised Gaussian policy over skills trained with the actor
+            # in imagination (the paper's HRL baseline), not Nachum et al.'s subgoal HIRO.
             self.high_policy = networks.GaussianMLP(
                 self.rng, feat, self.skill_dim, config.actor.layers, model.units, model.dense_act
             )
@@ -115,16 +123,18 @@ class LSP(Dreamer):
         """Imagine `horizon` steps of q_φ(a | s, z) from `state` [N], skill k(t) = t // K.
 
         skills: [N, S, D], or None to let the high-level policy choose at segment starts.
-        Returns features [H, N, F] and the skills used [N, S, D].
+        Returns features [H, N, F], the skills used [N, S, D] and, when the policy chose them,
+        their log densities under it [S, N] (else None).
         """
         rssm = self.world_model.rssm
-        feat, feats, chosen = rssm.feat(state), [], []
+        feat, feats, chosen, log_p = rssm.feat(state), [], [], []
         for t in range(self.horizon):
             if t % self.skill_length == 0:
                 index = t // self.skill_length
                 if skills is None:
                     dist = self.high_policy(tf.stop_gradient(feat))
                     skill = dist.mean() + dist.stddev() * self.rng.normal(tf.shape(dist.mean()))
+                    log_p.append(dist.log_prob(tf.stop_gradient(skill)))
                 else:
                     skill = skills[:, index]
                 chosen.append(skill)
@@ -132,7 +142,7 @@ class LSP(Dreamer):
             state = rssm.img_step(state, tf.cast(action, self.dtype))
             feat = rssm.feat(state)
             feats.append(feat)
-        return tf.stack(feats, 0), tf.stack(chosen, 1)
+        return tf.stack(feats, 0), tf.stack(chosen, 1), tf.stack(log_p, 0) if log_p else None
 
     def cem(self, start):
         """CEM over skill sequences z_{1:S} [LSP Alg. 2], each proposal scored on every start.
@@ -147,7 +157,7 @@ class LSP(Dreamer):
 
         def score(proposals):  # [G, S, D] -> [G]
             skills = tf.repeat(proposals, count, axis=0)  # row g * N + n: proposal g, start n
-            feats, _ = self.rollout(tiled, skills)
+            feats, _, _ = self.rollout(tiled, skills)
             _, returns, _ = self.returns(feats, self.imagined_reward(feats))
             return tf.reduce_mean(tf.reshape(returns[0], (cem.proposals, count)), 1)
 
@@ -164,42 +174,62 @@ class LSP(Dreamer):
         return tf.stack([tf.transpose(p, (1, 0, 2)) for p in parts], 0)
 
     def plan_behavior(self, start):
-        """The skills [N, S, D] of every start state for behaviour learning [LSP Alg. 1].
+        """The skills of every start state for behaviour learning [LSP Alg. 1].
 
-        cem: ζ = CEM(S) from the batch's posterior states, noise on the mean, then one sample
-        per start; random: N(0, I); policy (HIRO): None, chosen during the rollout.
+        cem: ζ = CEM(S) from the batch's posterior states, ε on the mean, one sample per start;
+        random: N(0, I); policy (`hiro`): None, chosen during the rollout. Returns the plan, a
+        dict of skills [N, S, D] and their log densities [S, N] under the distribution they
+        were drawn from (for the MI estimate), or None; and metrics.
         """
         high_level, skills_config = self.config.skills.high_level, self.config.skills
         state = flatten_batch(start)
         count = tf.shape(state['deter'])[0]
         shape = (count, self.num_skills, self.skill_dim)
-        if high_level == 'random':
-            return self.rng.normal(shape), {}
         if high_level == 'policy':
             return None, {}
-        mean, std, elite_value = self.cem(self._cem_starts(state, count))
+        if high_level == 'random':
+            skills = self.rng.normal(shape)
+            prior = tfd.Independent(tfd.Normal(tf.zeros_like(skills), 1.0), 1)
+            return dict(skills=skills, log_p=tf.transpose(prior.log_prob(skills))), {}
+        mean, std, elite_value = self.cem(self._cem_starts(state, count))  # [S, D] each
+        # §3.2 adds ε ~ N(0, mean_noise) to the CEM mean "to lower bound the entropy of the skill
+        # selection distribution". That bound holds only when every sampled skill gets its own ε:
+        # the skills then follow N(μ, Σ + σ²I) however far CEM shrank Σ. One ε per update shifts
+        # the whole batch together, so within it the skills spread only by Σ ('update' reading).
+        noise = skills_config.mean_noise
+        if skills_config.mean_noise_per == 'skill':
+            skills = mean + noise * self.rng.normal(shape) + std * self.rng.normal(shape)
+            center, scale = mean, tf.sqrt(tf.square(std) + noise**2)
+        else:
+            center = mean + noise * self.rng.normal(tf.shape(mean))
+            skills, scale = center + std * self.rng.normal(shape), std
+        selection = tfd.Independent(tfd.Normal(center[:, None], scale[:, None]), 1)  # [S, 1]
+        log_p = selection.log_prob(tf.transpose(skills, (1, 0, 2)))  # [S, N]
         metrics = dict(
             cem_elite_value=elite_value,
             cem_std=tf.reduce_mean(std),
-            skill_entropy=gaussian_entropy(std),
+            skill_entropy=gaussian_entropy(scale),
         )
-        # §3.2: noise on the mean keeps the skill distribution's entropy from collapsing.
-        mean += skills_config.mean_noise * self.rng.normal(tf.shape(mean))
-        return tf.stop_gradient(mean + std * self.rng.normal(shape)), metrics
+        return dict(skills=tf.stop_gradient(skills), log_p=tf.stop_gradient(log_p)), metrics
 
     def imagine_returns(self, start, plan=None):
         """Alg. 1 behaviour learning: imagination with the planned skills, task + MI reward.
 
         Horizon: the plan horizon H (`skills.horizon`), over which CEM optimised the skills.
+        Logs the skills' spread over the batch and, with the MI reward, the estimate
+        E[log q_χ(z | {s}, s0)] − E[log p(z)] (nats per skill) of the lower bound on I(z; {s} | s0)
+        that r_i maximises [LSP §3.2], p being the distribution the skills were drawn from.
         """
         skills_config = self.config.skills
         rssm = self.world_model.rssm
         state = flatten_batch(start)
-        metrics = {}
-        skills = plan
-        feats, skills = self.rollout(state, skills)
+        if plan is None:
+            feats, skills, log_p = self.rollout(state, None)
+        else:
+            feats, skills, _ = self.rollout(state, plan['skills'])
+            log_p = plan['log_p']
         reward = self.imagined_reward(feats)  # [H - 1, N]
-        metrics['imag_reward'] = tf.reduce_mean(reward)
+        metrics = dict(imag_reward=tf.reduce_mean(reward), skill_spread=skill_spread(skills))
         aux = {}
         if skills_config.intrinsic:
             segments = self.segments(rssm.feat(state), feats)
@@ -211,6 +241,7 @@ class LSP(Dreamer):
             intrinsic = intrinsic[: self.horizon]
             reward += skills_config.intrinsic_scale * intrinsic[:-1]
             metrics['intrinsic_reward'] = tf.reduce_mean(intrinsic)
+            metrics['skill_mi_bound'] = mutual_information_bound(log_q, log_p)
             aux = dict(segments=tf.stop_gradient(segments), skills=targets)
         weights, returns, value = self.returns(feats, reward)
         metrics['imag_value'] = tf.reduce_mean(value)
@@ -249,7 +280,10 @@ class LSP(Dreamer):
         """Choose the next skill from `latent` [1]: MPC in skill space for `cem` [LSP Alg. 1]."""
         high_level = self.config.skills.high_level
         if high_level == 'cem':
-            mean, std, _ = self.cem(latent)
+            # Every proposal is scored on `cem.act_particles` imagined rollouts from the one
+            # current state (cem() averages a proposal's returns over its start states).
+            particles = self.config.cem.act_particles
+            mean, std, _ = self.cem({k: tf.repeat(v, particles, 0) for k, v in latent.items()})
             skill = (
                 mean[:1] + std[:1] * self.rng.normal((1, self.skill_dim)) if explore else mean[:1]
             )
@@ -321,6 +355,20 @@ def cross_entropy_method(score, shape, proposals, elites, iterations, rng):
         samples = mean + std * rng.normal((proposals, *shape))
         mean, std, elite_value = refit(samples, score(samples), elites)
     return mean, std, elite_value
+
+
+def skill_spread(skills):
+    """The std of skills [N, S, D] over the N samples, averaged over segments and dimensions."""
+    return tf.reduce_mean(tf.math.reduce_std(skills, 0))
+
+
+def mutual_information_bound(log_q, log_p):
+    """E[log q(z | {s}, s0)] − E[log p(z)] in nats: a lower bound on I(z; {s} | s0) [LSP §3.2].
+
+    log_q: the predictor's log density of each sampled skill; log_p: the log density of the
+    same skill under the distribution it was drawn from (same shape). E[−log p] estimates H(z).
+    """
+    return tf.reduce_mean(log_q) - tf.reduce_mean(log_p)
 
 
 def gaussian_entropy(std):

@@ -262,14 +262,15 @@ class Trainer:
         steps = len(episode['reward']) - 1
         self.replay.add({k: v for k, v in episode.items() if k != 'video'})
         self.episodes += 1
-        self.logger.scalars(
-            self.step,
-            {
-                f'{prefix}/return': episode['reward'].sum(),
-                f'{prefix}/length': steps,
-                'episodes': self.episodes,
-            },
-        )
+        values = {
+            f'{prefix}/return': episode['reward'].sum(),
+            f'{prefix}/length': steps,
+            'episodes': self.episodes,
+        }
+        if 'skill' in episode and self.prefill_end is not None:
+            # Spread of the skills the agent chose (entry 0 is the reset's zero skill).
+            values[f'{prefix}/skill_spread'] = episode['skill'][1:].std(0).mean()
+        self.logger.scalars(self.step, values)
 
     def evaluate(self):
         """Run `eval_episodes` episodes with the actor's mode; log returns, save a video."""
