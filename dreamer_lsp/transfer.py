@@ -1,19 +1,35 @@
 """Start a run from another run's networks and, optionally, its (relabeled) replay [LSP §4.3].
 
 The source's latest checkpoint is read variable by variable: every variable of the world model,
-actor, value and skill predictor whose name and shape match is loaded, the rest keep their fresh
-initialisation and are reported (e.g. the feature encoder's first layer when the target task
-adds goal observations, or the skill predictor when the skill length K changes, A.2).
-Optimizer states are not transferred.
+actor, value and skill predictor whose name and shape match is loaded in full. When the target
+task's feature vector has more (or fewer) entries than the source's (every quadruped goal task
+appends `goal_relative`: 78 -> 81), the feature encoder's first layer and the decoder's output
+layer are loaded in part: the source's weights fill the rows (columns) of the shared leading
+entries and only the new ones keep their fresh initialisation, so that with the new entries at
+zero the target's encoder computes exactly the source's embedding and the latent space a frozen
+low-level actor was trained on is kept. Everything else that differs (e.g. the skill predictor
+when the skill length K changes, A.2) keeps its fresh initialisation. `transfer.json` lists what
+was loaded in full, in part and not at all. Optimizer states are not transferred.
 """
 
 import json
 import pathlib
 
+import numpy as np
+
 from dreamer_lsp._tf import tf
 from dreamer_lsp.config import ConfigError, atomic_write_text
 
 MODULES = ('world_model', 'actor', 'value', 'predictor', 'high_policy')
+
+# Variables whose size along one axis is a number of observation entries, as (axis, blocks):
+# the encoder's first kernel has one row per entry; the feature decoder's output layer has one
+# column per entry for the mean, then one per entry for the log-std (networks.GaussianMLP).
+OBSERVATION_SIZED = {
+    'world_model/encoder/layers/0/kernel': (0, 1),
+    'world_model/decoder/net/out/kernel': (1, 2),
+    'world_model/decoder/net/out/bias': (0, 2),
+}
 
 
 def latest_checkpoint(logdir):
@@ -29,12 +45,44 @@ def _checkpoint_key(module_name, path):
     return '/'.join(['agent', module_name, *map(str, path), '.ATTRIBUTES', 'VARIABLE_VALUE'])
 
 
+def shared_entries(source, target, axis, blocks):
+    """`target` (a copy) with the source's values in the shared leading entries of every block.
+
+    source, target: arrays equal in every axis but `axis`, which holds `blocks` consecutive
+    blocks of one value per observation entry. New entries are appended by the goal tasks, so
+    the shared ones are the first min(source, target) of each block. Returns the array and the
+    (source, target) entry counts.
+    """
+    source_size, target_size = source.shape[axis] // blocks, target.shape[axis] // blocks
+    shared = min(source_size, target_size)
+    result = np.array(target)
+    for block in range(blocks):
+        into = [slice(None)] * target.ndim
+        into[axis] = slice(block * target_size, block * target_size + shared)
+        take = [slice(None)] * source.ndim
+        take[axis] = slice(block * source_size, block * source_size + shared)
+        result[tuple(into)] = source[tuple(take)]
+    return result, (source_size, target_size)
+
+
+def _loadable_in_part(label, source_shape, target_shape):
+    """The (axis, blocks) of an observation-sized variable that can be loaded in part, or None."""
+    if label not in OBSERVATION_SIZED or len(source_shape) != len(target_shape):
+        return None
+    axis, blocks = OBSERVATION_SIZED[label]
+    others_match = all(
+        s == t for i, (s, t) in enumerate(zip(source_shape, target_shape)) if i != axis
+    )
+    divisible = source_shape[axis] % blocks == 0 and target_shape[axis] % blocks == 0
+    return (axis, blocks) if others_match and divisible else None
+
+
 def load_matching(agent, logdir):
-    """Assign every matching variable of `MODULES` from the source run; returns a report dict."""
+    """Load the source run's variables of `MODULES` in full or in part; returns a report dict."""
     prefix = latest_checkpoint(logdir)
     reader = tf.train.load_checkpoint(str(prefix))
     shapes = reader.get_variable_to_shape_map()
-    loaded, skipped = {}, {}
+    in_full, in_part, not_loaded = {}, {}, {}
     for name in MODULES:
         module = getattr(agent, name, None)
         if module is None:
@@ -45,27 +93,44 @@ def load_matching(agent, logdir):
                 continue  # shared random generator state, not a weight
             key = _checkpoint_key(name, path)
             label = '/'.join(map(str, (name, *path)))
+            target_shape = variable.shape.as_list()
             if key not in shapes:
-                skipped[label] = 'absent in source'
-            elif list(shapes[key]) != variable.shape.as_list():
-                skipped[label] = f'shape {shapes[key]} in source, {variable.shape.as_list()} here'
-            else:
+                not_loaded[label] = 'absent in source'
+                continue
+            source_shape = list(shapes[key])
+            if source_shape == target_shape:
                 variable.assign(reader.get_tensor(key))
-                loaded[name] = loaded.get(name, 0) + 1
+                in_full[name] = in_full.get(name, 0) + 1
+                continue
+            layout = _loadable_in_part(label, source_shape, target_shape)
+            if layout is None:
+                not_loaded[label] = f'shape {source_shape} in source, {target_shape} here'
+                continue
+            value, (source_size, target_size) = shared_entries(
+                reader.get_tensor(key), variable.numpy(), *layout
+            )
+            variable.assign(value)
+            shared = min(source_size, target_size)
+            in_part[label] = (
+                f'shape {source_shape} in source, {target_shape} here: the {shared} shared '
+                f'observation entries loaded, {max(target_size - shared, 0)} new ones fresh'
+            )
     return dict(
         source=str(pathlib.Path(logdir).resolve()),
         checkpoint=str(prefix.parent.name),
-        loaded_variables=loaded,
-        skipped_variables=skipped,
+        loaded_in_full=in_full,
+        loaded_in_part=in_part,
+        not_loaded=not_loaded,
     )
 
 
 def write_report(logdir, report):
     """Save the transfer report to `<logdir>/transfer.json` and print a summary line."""
     atomic_write_text(pathlib.Path(logdir) / 'transfer.json', json.dumps(report, indent=2))
-    counts = ', '.join(f'{k} {v}' for k, v in report['loaded_variables'].items())
+    counts = ', '.join(f'{k} {v}' for k, v in report['loaded_in_full'].items())
     print(
         f'Transfer: started from {report["source"]} ({report["checkpoint"]}): loaded {counts} '
-        f'variables; {len(report["skipped_variables"])} kept fresh (see transfer.json).',
+        f'variables in full, {len(report["loaded_in_part"])} in part (shared observation '
+        f'entries); {len(report["not_loaded"])} kept fresh (see transfer.json).',
         flush=True,
     )

@@ -10,9 +10,11 @@ import pytest
 
 from dreamer_lsp import config as config_lib
 from dreamer_lsp._tf import tf
+from dreamer_lsp.agents import make_agent
 from dreamer_lsp.config import ConfigError
+from dreamer_lsp.envs import ProcessEnv
 from dreamer_lsp.train import Trainer, check_config
-from dreamer_lsp.transfer import latest_checkpoint
+from dreamer_lsp.transfer import latest_checkpoint, load_matching, shared_entries, write_report
 
 
 def make_config(logdir, *blocks, **overrides):
@@ -58,11 +60,10 @@ def test_transfer_loads_the_source_weights_and_trains(source_run, tmp_path):
     )
     report = json.loads((tmp_path / 'target' / 'transfer.json').read_text())
     assert report['source'] == str(source_run.resolve())
-    assert (
-        report['loaded_variables']['world_model'] > 10 and report['loaded_variables']['actor'] > 5
-    )
+    assert report['loaded_in_full']['world_model'] > 10 and report['loaded_in_full']['actor'] > 5
+    assert report['loaded_in_part'] == {}  # same task: every observation-sized layer in full
     # K changed from 2 to 4: the skill predictor's input layer cannot be reused.
-    assert any(name.startswith('predictor/') for name in report['skipped_variables'])
+    assert any(name.startswith('predictor/') for name in report['not_loaded'])
     trainer.run()
     # lsp_fixed_policy: the transferred low-level actor is still bit-identical after training.
     np.testing.assert_array_equal(trainer.agent.actor.net.hidden[0].kernel.numpy(), expected)
@@ -86,6 +87,70 @@ def test_transfer_with_a_seeded_replay_skips_the_prefill(source_run, tmp_path, c
     output = capsys.readouterr().out
     assert 'Seeded the replay with 4 episodes' in output and 'Prefilled' not in output
     assert trainer.updates >= config.pretrain
+
+
+def quadruped_space_and_observation(task):
+    env = ProcessEnv(task=task, obs_type='features', time_limit=20)
+    try:
+        return env.obs_space, env.action_size, env.reset()['features']
+    finally:
+        env.close()
+
+
+def test_transfer_to_more_observation_entries_keeps_the_embedding(tmp_path):
+    source_space, actions, _ = quadruped_space_and_observation('quadruped_walk')
+    target_space, _, observation = quadruped_space_and_observation('quadruped_reach')
+    assert source_space['features'][0] == (78,) and target_space['features'][0] == (81,)
+    config = config_lib.build(['debug', 'dmc_proprio', 'lsp'])
+    source = make_agent(config, source_space, actions)
+    checkpoint = tmp_path / 'source' / 'checkpoint'
+    tf.train.Checkpoint(agent=source).write(str(checkpoint / 'ckpt-0' / 'variables'))
+    (checkpoint / 'latest').write_text('ckpt-0')
+    target = make_agent(config.update({'seed': 1}), target_space, actions)
+    report = load_matching(target, tmp_path / 'source')
+    write_report(tmp_path / 'target', report)
+
+    # The reach observation with its goal entries (the last 3) at zero: the same embedding.
+    shared = observation.copy()
+    shared[78:] = 0.0
+    target_embed = target.world_model.encoder(tf.constant(shared[None]))
+    source_embed = source.world_model.encoder(tf.constant(observation[None, :78]))
+    np.testing.assert_allclose(target_embed.numpy(), source_embed.numpy(), rtol=1e-6, atol=1e-6)
+    # The decoder predicts the shared entries (mean and std) as the source did.
+    feat = tf.random.stateless_normal((5, source.world_model.rssm.feat_size), (0, 1))
+    source_decoded, target_decoded = (
+        source.world_model.decoder(feat),
+        target.world_model.decoder(feat),
+    )
+    for statistic in ('mean', 'stddev'):
+        np.testing.assert_allclose(
+            getattr(target_decoded, statistic)().numpy()[:, :78],
+            getattr(source_decoded, statistic)().numpy(),
+            rtol=1e-6,
+        )
+    # The new rows of the encoder kept their fresh initialisation (not zero, not the source's).
+    assert np.abs(target.world_model.encoder.layers[0].kernel.numpy()[78:]).sum() > 0
+
+    written = json.loads((tmp_path / 'target' / 'transfer.json').read_text())
+    assert sorted(written['loaded_in_part']) == [
+        'world_model/decoder/net/out/bias',
+        'world_model/decoder/net/out/kernel',
+        'world_model/encoder/layers/0/kernel',
+    ]
+    assert (
+        '78 shared observation entries loaded, 3 new ones fresh'
+        in (written['loaded_in_part']['world_model/encoder/layers/0/kernel'])
+    )
+    assert written['not_loaded'] == {}
+    assert written['loaded_in_full']['actor'] > 0 and written['loaded_in_full']['predictor'] > 0
+
+
+def test_shared_entries_fill_each_block_by_hand():
+    source = np.arange(2 * 4, dtype=np.float32).reshape(2, 4)  # 2 entries x (mean, log-std)
+    target = -np.ones((2, 6), np.float32)  # 3 entries x (mean, log-std)
+    value, sizes = shared_entries(source, target, axis=1, blocks=2)
+    assert sizes == (2, 3)
+    np.testing.assert_array_equal(value, [[0, 1, -1, 2, 3, -1], [4, 5, -1, 6, 7, -1]])
 
 
 def test_missing_transfer_source_is_a_config_error(tmp_path):
