@@ -16,6 +16,9 @@ from dreamer_lsp.envs import ProcessEnv
 from dreamer_lsp.train import Trainer, check_config
 from dreamer_lsp.transfer import latest_checkpoint, load_matching, shared_entries, write_report
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools import skill_rollouts  # noqa: E402
+
 
 def make_config(logdir, *blocks, **overrides):
     config = config_lib.build(
@@ -193,3 +196,23 @@ def test_skill_rollouts_figure_from_a_checkpoint(source_run, tmp_path):
     assert image.shape == (3 * 34, 4 * 34, 3)  # 3 skills x (13 frames / stride 4) columns
     rows = [image[i * 34 : i * 34 + 32, -34:-2] for i in range(3)]
     assert not np.array_equal(rows[0], rows[1])  # different skills end in different states
+
+
+def test_skill_motion_spreads_different_skills_in_the_simulator(source_run):
+    report, rows = skill_rollouts.skill_motion(source_run, skills=3, repeats=2, steps=8)
+    assert len(rows) == 3 and rows[0].shape == (9, 64, 64, 3)
+    assert report['between_skills'] > 0 and report['within_skill'] > 0
+    assert report['ratio'] == pytest.approx(report['between_skills'] / report['within_skill'])
+    assert len(report['between_skills_per_coordinate']) == 2  # cartpole qpos: slider, hinge
+
+
+def test_motion_spread_by_hand():
+    final = np.array([[[0.0, 0.0], [0.0, 1.0]], [[3.0, 0.0], [3.0, 1.0]]])  # [2 skills, 2, 2]
+    report = skill_rollouts.motion_spread(final)
+    # Between: (0,0)-(3,0) 3, (0,0)-(3,1) √10, (0,1)-(3,0) √10, (0,1)-(3,1) 3; within: 1 and 1.
+    between = (6 + 2 * np.sqrt(10)) / 4
+    assert report['between_skills'] == pytest.approx(between)
+    assert report['within_skill'] == pytest.approx(1.0)
+    assert report['ratio'] == pytest.approx(between)
+    assert report['between_skills_per_coordinate'] == pytest.approx([3.0, 0.5])
+    assert report['within_skill_per_coordinate'] == pytest.approx([0.0, 1.0])

@@ -1,13 +1,24 @@
-"""Fig. 7 / Fig. 10: rollouts of different skills from the same initial state.
+"""Fig. 7 / Fig. 10: rollouts of different skills from one initial state, in frames and in motion.
 
     .venv/bin/python tools/skill_rollouts.py --run runs/lsp_walker --out figures/fig7.png
 
-Loads a skill run's checkpoint, resets its task to the same initial state once per skill, runs
-the low-level actor (mode, no noise) with that skill held fixed, and composites the frames into
-a grid: one row per skill, one column every `--stride` agent steps.
+Loads a skill run's checkpoint, resets its task to the same initial physics state for every
+rollout, and runs the low-level actor with one skill z ~ N(0, I) held fixed in the real simulator
+(not in imagination):
+
+- the figure: the actor's mode (no noise) per skill, composited into a grid with one row per
+  skill and one column every `--stride` agent steps;
+- the motion report: `--repeats` rollouts per skill with actions sampled from q_φ(a | s, z) (the
+  policy's own noise, without the extra exploration noise), and how far apart their final
+  physics states (qpos: root position and joint angles) are for different skills against
+  repeats of one skill. A ratio near 1 means the skills do not change the behaviour.
+
+Environments run in worker processes that never import TensorFlow (`envs.ProcessEnv`).
 """
 
 import argparse
+import itertools
+import json
 import pathlib
 import sys
 
@@ -21,8 +32,12 @@ from dreamer_lsp.envs import ProcessEnv  # noqa: E402
 from dreamer_lsp.train import env_kwargs  # noqa: E402
 
 
-def rollout_frames(agent, env, skill, steps, initial_state):
-    """Frames [steps + 1, H, W, 3] of the actor's mode with `skill` fixed, from one start."""
+def run_skill(agent, env, skill, steps, initial_state, sample):
+    """One rollout of q_φ(a | s, z) with `skill` [D] fixed, from the task's `initial_state`.
+
+    sample: draw actions from the actor (its own noise) instead of taking its mode.
+    Returns frames [T + 1, H, W, 3] and physics positions qpos [T + 1, P].
+    """
     from dreamer_lsp._tf import tf
 
     env.set_random_state(initial_state)
@@ -30,16 +45,101 @@ def rollout_frames(agent, env, skill, steps, initial_state):
     key = 'image' if 'image' in obs else 'video'
     obs_key = 'image' if 'image' in obs else 'features'
     latent, action, _, _ = agent.initial_state()
-    skill = tf.constant(skill[None], tf.float32)
-    frames = [obs[key]]
+    skill = tf.constant(np.asarray(skill, np.float32)[None])
+    frames, qpos = [obs[key]], [obs['qpos']]
     for _ in range(steps):
         observation = {obs_key: obs[obs_key][None]}
-        action, latent, _ = agent.step(observation, latent, action, skill, False, False)
+        action, latent, _ = agent.step(observation, latent, action, skill, False, sample)
         obs, _, done, _ = env.step(action.numpy()[0])
         frames.append(obs[key])
+        qpos.append(obs['qpos'])
         if done:
             break
-    return np.stack(frames)
+    return np.stack(frames), np.stack(qpos)
+
+
+def mean_distance(pairs):
+    """Over pairs of [P] vectors: the mean absolute difference per coordinate [P] and the mean
+    Euclidean distance."""
+    differences = np.array([a - b for a, b in pairs])  # [pairs, P]
+    return np.abs(differences).mean(0), np.linalg.norm(differences, axis=1).mean()
+
+
+def motion_spread(final_qpos):
+    """How far apart final states are for different skills vs repeats of one skill.
+
+    final_qpos: [Z skills, R repeats, P]. Between: all pairs of rollouts of different skills;
+    within: all pairs of repeats of the same skill. Returns a dict with both mean distances,
+    their ratio, and the per-coordinate mean absolute differences.
+    """
+    skills, repeats = final_qpos.shape[:2]
+    between = [
+        (final_qpos[i, r], final_qpos[j, s])
+        for i, j in itertools.combinations(range(skills), 2)
+        for r in range(repeats)
+        for s in range(repeats)
+    ]
+    within = [
+        (final_qpos[i, r], final_qpos[i, s])
+        for i in range(skills)
+        for r, s in itertools.combinations(range(repeats), 2)
+    ]
+    between_coords, between_mean = mean_distance(between)
+    within_coords, within_mean = mean_distance(within)
+    return dict(
+        between_skills=float(between_mean),
+        within_skill=float(within_mean),
+        ratio=float(between_mean / max(within_mean, 1e-12)),
+        between_skills_per_coordinate=between_coords.tolist(),
+        within_skill_per_coordinate=within_coords.tolist(),
+    )
+
+
+def load_agent(run, env, config):
+    """The agent of `run`'s latest checkpoint, for `env`'s spaces."""
+    from dreamer_lsp import transfer
+    from dreamer_lsp._tf import tf
+    from dreamer_lsp.agents import make_agent
+
+    agent = make_agent(config, env.obs_space, env.action_size)
+    tf.train.Checkpoint(agent=agent).read(str(transfer.latest_checkpoint(run))).expect_partial()
+    return agent
+
+
+def skill_motion(run, skills=5, repeats=4, steps=60, seed=0, video_size=64):
+    """Roll out `skills` skills (N(0, I), seeded) of `run` from one initial physics state.
+
+    Returns the motion report (`motion_spread` of the final qpos of `repeats` sampled rollouts
+    per skill, plus the run, skills and steps) and the mode rollouts' frames, one array
+    [T + 1, H, W, 3] per skill, for `composite`.
+    """
+    run = pathlib.Path(run)
+    config = config_lib.load_saved(run / 'config.yaml')
+    if config.skills.high_level == 'none':
+        raise ConfigError(f'{run} is a run without skills ({config.method})')
+    # Actions sampled from the actor alone: its noise is the only one between repeats.
+    config = config.update({'video_size': video_size, 'actor.expl_amount': 0.0})
+    env = ProcessEnv(**env_kwargs(config, seed, render_video=True))
+    try:
+        agent = load_agent(run, env, config)
+        initial_state = env.random_state()
+        chosen = np.random.default_rng(seed).normal(size=(skills, config.skills.dim))
+        rows = [run_skill(agent, env, z, steps, initial_state, False)[0] for z in chosen]
+        final = np.array(
+            [
+                [
+                    run_skill(agent, env, z, steps, initial_state, True)[1][-1]
+                    for _ in range(repeats)
+                ]
+                for z in chosen
+            ]
+        )  # [Z, R, P]
+    finally:
+        env.close()
+    report = dict(
+        run=str(run), steps=steps, repeats=repeats, skills=chosen.tolist(), **motion_spread(final)
+    )
+    return report, rows
 
 
 def composite(rows, stride):
@@ -56,46 +156,39 @@ def composite(rows, stride):
 
 
 def main(argv=None):
-    """Render the skill grid of a run."""
+    """Render the skill grid of a run and print how far its skills move the robot apart."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--run', type=pathlib.Path, required=True, help='a skill run logdir')
     parser.add_argument('--out', type=pathlib.Path, required=True, help='PNG path')
     parser.add_argument('--skills', type=int, default=5, help='rows: skills drawn from N(0, I)')
+    parser.add_argument('--repeats', type=int, default=4, help='sampled rollouts per skill')
     parser.add_argument('--steps', type=int, default=60, help='agent steps per rollout')
     parser.add_argument('--stride', type=int, default=6, help='agent steps between columns')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--video-size', type=int, default=128)
+    parser.add_argument('--json', type=pathlib.Path, help='also write the motion report here')
     args = parser.parse_args(argv)
+    if args.skills < 2 or args.repeats < 2:
+        parser.error('--skills and --repeats must be at least 2 to compare distances')
     try:
-        config = config_lib.load_saved(args.run / 'config.yaml')
-        if config.skills.high_level == 'none':
-            raise ConfigError(f'{args.run} is a run without skills ({config.method})')
-        from dreamer_lsp import transfer
-        from dreamer_lsp._tf import tf
-        from dreamer_lsp.agents import make_agent
-
-        prefix = transfer.latest_checkpoint(args.run)
+        report, rows = skill_motion(
+            args.run, args.skills, args.repeats, args.steps, args.seed, args.video_size
+        )
     except (ConfigError, OSError) as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
-    config = config.update({'video_size': args.video_size})
-    env = ProcessEnv(**env_kwargs(config, args.seed, render_video=True))
-    try:
-        agent = make_agent(config, env.obs_space, env.action_size)
-        tf.train.Checkpoint(agent=agent).read(str(prefix)).expect_partial()
-        initial_state = env.random_state()
-        skills = np.random.default_rng(args.seed).normal(size=(args.skills, config.skills.dim))
-        rows = [
-            rollout_frames(agent, env, skill.astype(np.float32), args.steps, initial_state)
-            for skill in skills
-        ]
-    finally:
-        env.close()
     import imageio
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     imageio.imwrite(args.out, composite(rows, args.stride))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
     print(f'wrote {args.out}: {args.skills} skills x {args.steps} steps from {args.run}')
+    print(
+        f'final qpos distance: {report["between_skills"]:.4f} between skills, '
+        f'{report["within_skill"]:.4f} between repeats of one skill ({args.repeats} each): '
+        f'ratio {report["ratio"]:.2f} (near 1: the skills do not change the behaviour)'
+    )
 
 
 if __name__ == '__main__':
