@@ -655,11 +655,13 @@ def build_parser(experiment, description=None):
     return parser
 
 
-def main(experiment, grid, smoke_keep, argv=None, description=None):
+def main(experiment, grid, smoke_keep, argv=None, description=None, report=None):
     """Command line of an experiment script; returns the exit code.
 
     ``grid(root)`` lists the experiment's runs; ``smoke_keep(run)`` selects the runs ``--smoke``
-    keeps (with everything they depend on).
+    keeps (with everything they depend on). ``report(runs, root)``, if given, runs after a local
+    sweep (not a dry run or a SLURM submission) and returns the exit code instead, e.g. a check's
+    verdict over the runs.
     """
     args = build_parser(experiment, description).parse_args(argv)
     suffix = '-smoke' if args.smoke else '-debug' if args.debug else ''
@@ -692,6 +694,8 @@ def main(experiment, grid, smoke_keep, argv=None, description=None):
         else:
             gpus = tuple(gpu.strip() for gpu in args.gpus.split(',')) if args.gpus else ()
             status = run_local(runs, args.parallel or max(len(gpus), 1), gpus)
+            if report is not None and all(state in OK for state in status.values()):
+                return report(runs, root)
     except SweepError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2

@@ -1,0 +1,93 @@
+"""The learning check: cartpole balance with features, three seeds, a pass rate.
+
+Each seed trains with the `learning_check` block and passes when one of its evaluations
+exceeds 800 (the random prefill policy scores about 300, the constant saturated action about
+136). The check passes only when every seed passes. It prints, per seed, the best and final
+evaluation returns and the health metrics of its last log interval (action entropy, imagined
+value, actor gradient norm) next to the largest imagined value of the run, and writes them to
+``<root>/summary.json``.
+
+    python scripts/experiments/learning_check.py --methods dreamer --parallel 2
+    python scripts/experiments/learning_check.py --methods lsp --parallel 2
+
+The same command resumes interrupted seeds and, once all are finished, prints the summary
+again. LSP scores CEM proposals on 64 of the batch's start states (`cem.train_starts`, the
+documented deviation for slow machines).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from dreamer_lsp.config import atomic_write_text  # noqa: E402
+from tools import sweep  # noqa: E402
+
+TASK = 'dmc_cartpole_balance'
+METHODS = ('dreamer', 'lsp')
+SEEDS = (0, 1, 2)
+METHOD_ARGS = {'lsp': ('--cem.train_starts', '64')}
+PASS_RETURN = 800.0
+HEALTH = ('train/action_ent', 'train/imag_value', 'train/actor_grad_norm')
+
+
+def grid(root):
+    """Every run of the check: each method on cartpole balance, three seeds."""
+    return [
+        sweep.train_run(
+            root, TASK, method, seed, 'learning_check', args=METHOD_ARGS.get(method, ())
+        )
+        for method in METHODS
+        for seed in SEEDS
+    ]
+
+
+def smoke_keep(run):
+    """The run --smoke keeps."""
+    return run.method == 'dreamer' and run.seed == 0
+
+
+def seed_result(logdir):
+    """Best and final evaluation, pass, and the health metrics of one finished run."""
+    lines = [json.loads(line) for line in (Path(logdir) / 'metrics.jsonl').read_text().splitlines()]
+    evaluations = [(line['step'], line['test/return']) for line in lines if 'test/return' in line]
+    training = [line for line in lines if 'train/imag_value' in line]
+    best = max(value for _, value in evaluations)
+    result = dict(
+        evaluations=evaluations,
+        best_return=best,
+        final_return=evaluations[-1][1],
+        passed=best > PASS_RETURN,
+        max_imag_value=max((line['train/imag_value'] for line in training), default=None),
+    )
+    result.update({key: training[-1][key] for key in HEALTH if training})
+    return result
+
+
+def report(runs, root):
+    """Print the per-seed table and pass rate, write summary.json; exit code 0 when all pass."""
+    summary, code = {}, 0
+    for method in dict.fromkeys(run.method for run in runs):
+        seeds = {run.seed: seed_result(run.logdir) for run in runs if run.method == method}
+        passed = sum(result['passed'] for result in seeds.values())
+        summary[method] = dict(pass_rate=passed / len(seeds), seeds=seeds)
+        print(f'{method}: {passed}/{len(seeds)} seeds pass (best evaluation > {PASS_RETURN:.0f})')
+        print('  seed   best  final  action_ent  imag_value  max imag_value  actor_grad_norm')
+        for seed, result in seeds.items():
+            print(
+                f'  {seed:>4} {result["best_return"]:6.0f} {result["final_return"]:6.0f} '
+                f'{result.get("train/action_ent", float("nan")):11.2f} '
+                f'{result.get("train/imag_value", float("nan")):11.1f} '
+                f'{result["max_imag_value"] or float("nan"):15.1f} '
+                f'{result.get("train/actor_grad_norm", float("nan")):16.3f}'
+                + ('' if result['passed'] else '  FAIL')
+            )
+        code = code or int(passed < len(seeds))
+    atomic_write_text(Path(root) / 'summary.json', json.dumps(summary, indent=2))
+    print(f'learning check: {"PASS" if code == 0 else "FAIL"}; summary in {root}/summary.json')
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(sweep.main('learning_check', grid, smoke_keep, description=__doc__, report=report))

@@ -1,0 +1,166 @@
+"""Learning diagnostics: trains a Dreamer run and probes it against the real episodes.
+
+    .venv/bin/python tools/diagnose_learning.py --configs dmc_proprio dreamer learning_check \
+        --seed 1 --threads 1 --steps 8000 --logdir runs/diagnose/b8_s1 --probe-every 20
+
+Runs the normal training loop (same logdir layout, resumable) and, every `--probe-every`
+updates, compares what the agent believes with what happened in the newest training episode:
+
+- `value_pred` / `value_real`: the value head on the episode's posterior states against the
+  real discounted return from those states (first half of the episode, so truncation at the time
+  limit changes the real return by less than 0.99^250 of it);
+- `reward_pred` / `reward_real` / `reward_abs_error`: the reward head on the posterior states
+  against the rewards received there;
+- `open_loop_reward_error`: the reward head along a prior rollout of the episode's real actions
+  (horizon steps) against the real rewards, i.e. how well the model imagines this data;
+- `imag_reward`, `imag_value`, `imag_return`: what imagination with the current actor predicts
+  from the same start states (mean imagined reward, value, and λ-return of the first step);
+- `actor_mean_abs`, `actor_std`, `actor_saturated`: the actor's pre-tanh mean and std on the
+  posterior states and on imagined states, and the share of tanh(mean) beyond ±0.99.
+
+Each probe is one line of `<logdir>/diagnostics.jsonl` with `updates` and `step`.
+"""
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from dreamer_lsp import config as config_lib  # noqa: E402
+from dreamer_lsp.config import ConfigError  # noqa: E402
+
+
+def discounted_returns(reward, discount):
+    """Σ_k γ^k r_{t+k} for every t of a 1-D reward sequence (no bootstrap after the end)."""
+    returns = np.zeros_like(reward, dtype=np.float64)
+    running = 0.0
+    for t in reversed(range(len(reward))):
+        running = reward[t] + discount * running
+        returns[t] = running
+    return returns
+
+
+def make_probe(agent):
+    """A compiled function that probes `agent` on one episode's observations and actions."""
+    from dreamer_lsp._tf import tf
+
+    world_model, config = agent.world_model, agent.config
+    horizon = config.horizon
+
+    def probe(obs, action):
+        data = {world_model.obs_key: obs[None], 'action': action[None]}
+        embed = world_model.encoder(world_model.preprocess(data))
+        post, _ = world_model.rssm.observe(embed, tf.cast(action[None], agent.dtype))
+        feat = world_model.rssm.feat(post)[0]  # [T + 1, F]
+        value = agent.value(feat).mode()
+        reward = world_model.reward(feat).mode()
+        actor = agent.actor(feat)
+        # Open loop: from the posterior at t, the real actions t+1 .. t+H through the prior.
+        length = action.shape[0]
+        starts = length - horizon
+        state = {k: v[0, :starts] for k, v in post.items()}
+        open_loop = []
+        for k in range(1, horizon + 1):
+            state = world_model.rssm.img_step(state, tf.cast(action[k : starts + k], agent.dtype))
+            open_loop.append(world_model.reward(world_model.rssm.feat(state)).mode())
+        open_loop = tf.stack(open_loop, 1)  # [starts, H]: predicted reward[t + k]
+        start = {k: v[:, : length // 2] for k, v in post.items()}
+        imag_feat, imag_value, _, returns, _, _ = agent.imagine_returns(start)
+        imag_actor = agent.actor(imag_feat)
+        return dict(
+            value=value,
+            reward=reward,
+            open_loop=open_loop,
+            actor_mean=actor.mean,
+            actor_std=actor.std,
+            imag_reward=agent.imagined_reward(imag_feat),
+            imag_value=imag_value,
+            imag_return=returns[0],
+            imag_actor_mean=imag_actor.mean,
+            imag_actor_std=imag_actor.std,
+        )
+
+    return tf.function(probe)
+
+
+def probe_episode(agent, probe, episode):
+    """Scalars comparing `agent`'s predictions with one real episode (see the module doc)."""
+    obs = episode[agent.world_model.obs_key]
+    out = {k: v.numpy() for k, v in probe(obs, episode['action']).items()}
+    reward = episode['reward'].astype(np.float64)
+    half = len(reward) // 2
+    real_value = discounted_returns(reward, agent.config.discount)
+    horizon = agent.config.horizon
+    starts = len(reward) - horizon
+    real_ahead = np.stack([reward[k : starts + k] for k in range(1, horizon + 1)], 1)
+
+    def saturated(mean):
+        return float(np.mean(np.abs(np.tanh(mean)) > 0.99))
+
+    return dict(
+        value_pred=float(out['value'][:half].mean()),
+        value_real=float(real_value[:half].mean()),
+        reward_pred=float(out['reward'].mean()),
+        reward_real=float(reward.mean()),
+        reward_abs_error=float(np.abs(out['reward'] - reward).mean()),
+        open_loop_reward_error=float(np.abs(out['open_loop'] - real_ahead).mean()),
+        imag_reward=float(out['imag_reward'].mean()),
+        imag_value=float(out['imag_value'].mean()),
+        imag_return=float(out['imag_return'].mean()),
+        actor_mean_abs=float(np.abs(out['actor_mean']).mean()),
+        actor_std=float(out['actor_std'].mean()),
+        actor_saturated=saturated(out['actor_mean']),
+        imag_actor_mean_abs=float(np.abs(out['imag_actor_mean']).mean()),
+        imag_actor_std=float(out['imag_actor_std'].mean()),
+        imag_actor_saturated=saturated(out['imag_actor_mean']),
+        episode_return=float(reward.sum()),
+    )
+
+
+def main(argv=None):
+    """Train with probes; flags are the trainer's plus `--probe-every N` (updates)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    probe_every = 20
+    if '--probe-every' in argv:
+        index = argv.index('--probe-every')
+        probe_every = int(argv[index + 1])
+        del argv[index : index + 2]
+    from dreamer_lsp import train
+
+    try:
+        config = config_lib.parse_args(argv)
+        train.check_config(config)
+        if config.skills.high_level != 'none':
+            raise ConfigError('diagnose_learning probes Dreamer runs only (method dreamer)')
+        trainer = train.Trainer(config)
+    except ConfigError as error:
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
+    from dreamer_lsp.replay import load_episode
+
+    agent, replay = trainer.agent, trainer.replay
+    probe = make_probe(agent)
+    path = trainer.logdir / 'diagnostics.jsonl'
+    train_step = agent.train
+
+    def train_and_probe(data):
+        metrics = train_step(data)
+        updates = trainer.updates + 1
+        if updates % probe_every == 0 or updates == 1:
+            newest = replay.directory / f'{replay.episode_names[-1]}.npz'
+            line = dict(updates=updates, step=trainer.step)
+            line.update(probe_episode(agent, probe, load_episode(newest)))
+            line.update({f'train/{k}': float(v.numpy()) for k, v in metrics.items()})
+            with path.open('a') as file:
+                file.write(json.dumps(line) + '\n')
+        return metrics
+
+    agent.train = train_and_probe
+    trainer.run()
+
+
+if __name__ == '__main__':
+    main()
