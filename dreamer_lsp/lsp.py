@@ -203,6 +203,8 @@ class LSP(Dreamer):
         else:
             center = mean + noise * self.rng.normal(tf.shape(mean))
             skills, scale = center + std * self.rng.normal(shape), std
+        # The floor keeps log p finite when CEM's std is exactly 0 (a single elite).
+        scale = tf.maximum(scale, 1e-6)
         selection = tfd.Independent(tfd.Normal(center[:, None], scale[:, None]), 1)  # [S, 1]
         log_p = selection.log_prob(tf.transpose(skills, (1, 0, 2)))  # [S, N]
         metrics = dict(

@@ -193,3 +193,82 @@ def test_cem_subset_of_start_states_is_a_config_key():
     assert subset['deter'].shape[0] == 5
     metrics = agent.train(batch(agent))
     assert np.isfinite(metrics['cem_elite_value'].numpy())
+
+
+def normal_log_density(x, mean, std):
+    """log N(x; mean, diag std²) summed over the last axis, in NumPy."""
+    return np.sum(-0.5 * ((x - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi), -1)
+
+
+def planned(agent, seed=0):
+    """plan_behavior on a batch, with the CEM result it was sampled from."""
+    results = []
+    original = agent.cem
+    agent.cem = lambda start: results.append(original(start)) or results[-1]
+    plan, metrics = agent.plan_behavior(start_states(agent, batch(agent, seed)))
+    mean, std, _ = (t.numpy() for t in results[0])
+    return plan, metrics, mean, std
+
+
+@pytest.mark.parametrize('per', ['skill', 'update'])
+def test_entropy_floor_holds_only_with_noise_per_skill(per):
+    # One elite: CEM's std is exactly 0 after its first iteration.
+    agent = make('lsp', **{'cem.elites': 1, 'skills.mean_noise_per': per})
+    plan, metrics, mean, std = planned(agent)
+    np.testing.assert_array_equal(std, 0.0)
+    skills = plan['skills'].numpy()  # [N, S, D]
+    _, _, _, _, _, behavior = agent.imagine_returns(start_states(agent, batch(agent)), plan)
+    spread = behavior['skill_spread'].numpy()
+    np.testing.assert_allclose(spread, skills.std(0).mean(), rtol=1e-5)
+    if per == 'skill':
+        assert spread >= 0.9 * agent.config.skills.mean_noise
+        expected = normal_log_density(skills, mean, agent.config.skills.mean_noise)  # [N, S]
+        np.testing.assert_allclose(plan['log_p'].numpy(), expected.T, rtol=1e-4)
+    else:
+        assert spread < 1e-6
+        # One ε for the batch: every skill equals μ + ε; the density is a point mass's limit.
+        shift = skills[0] - mean
+        np.testing.assert_allclose(skills - mean, np.broadcast_to(shift, skills.shape), atol=1e-6)
+        assert np.all(np.abs(shift) > 0)
+        assert np.all(np.isfinite(plan['log_p'].numpy()))
+
+
+def test_mutual_information_estimate_by_hand():
+    agent = make('lsp', **{'skills.predictor_noise': 0.0})
+    start = start_states(agent, batch(agent))
+    n, s, d = start['deter'].shape[0], agent.num_skills, agent.skill_dim
+    skills = np.random.default_rng(1).normal(size=(n, s, d)).astype(np.float32)
+    log_p = normal_log_density(skills, 0.0, 1.0).T  # [S, N] under N(0, I)
+    plan = dict(skills=tf.constant(skills), log_p=tf.constant(log_p, tf.float32))
+    _, _, _, _, aux, metrics = agent.imagine_returns(start, plan)
+    predicted = agent.predictor(aux['segments'])
+    mean, std = predicted.mean().numpy(), predicted.stddev().numpy()  # [S, N, D]
+    log_q = normal_log_density(np.transpose(skills, (1, 0, 2)), mean, std)
+    np.testing.assert_allclose(
+        metrics['skill_mi_bound'].numpy(), log_q.mean() - log_p.mean(), rtol=1e-4
+    )
+
+
+def test_random_skills_log_their_density_under_the_prior():
+    agent = make('random_skills')
+    plan, _ = agent.plan_behavior(start_states(agent, batch(agent)))
+    expected = normal_log_density(plan['skills'].numpy(), 0.0, 1.0).T
+    np.testing.assert_allclose(plan['log_p'].numpy(), expected, rtol=1e-5)
+
+
+def test_hiro_logs_spread_and_mi_bound_of_its_policy_skills():
+    agent = make('hiro')
+    metrics = agent.train(batch(agent))
+    assert metrics['skill_spread'].numpy() > 0
+    assert np.isfinite(metrics['skill_mi_bound'].numpy())
+
+
+def test_acting_cem_scores_each_proposal_on_several_particles(monkeypatch):
+    starts = []
+    original = LSP.cem
+    monkeypatch.setattr(
+        LSP, 'cem', lambda self, start: starts.append(start) or original(self, start)
+    )
+    agent = make('lsp', **{'cem.act_particles': 3})
+    _, _, extras = agent.act({'features': tf.ones((1, 5))}, agent.initial_state(), True)
+    assert starts[-1]['deter'].shape[0] == 3 and extras['skill'].shape == (3,)
