@@ -4,8 +4,6 @@ import json
 import pathlib
 import time
 
-import numpy as np
-
 from dreamer_lsp._tf import tf
 from dreamer_lsp.config import atomic_write_text
 
@@ -78,18 +76,20 @@ class Logger:
         self.print_line(step)
 
     def print_line(self, step):
-        """The terminal progress line: step, returns, updates/s, env steps/s and ETA."""
+        """The terminal progress line: step, then what is known of returns and rates, and the
+        ETA once there is a rate."""
         recent = self.recent
-        fps = recent.get('fps', np.nan)
-        eta = (self.total_steps - step) / fps if fps and fps > 0 else np.nan
-        parts = [
-            f'[{int(step):>8d}/{self.total_steps}]',
-            f'train return {recent.get("train/return", np.nan):7.1f}',
-            f'test return {recent.get("test/return", np.nan):7.1f}',
-            f'{recent.get("updates_per_second", np.nan):5.2f} updates/s',
-            f'{fps:6.1f} env steps/s',
-            f'ETA {format_duration(eta) if np.isfinite(eta) else "?"}',
-        ]
+        parts = [f'[{int(step):>8d}/{self.total_steps}]']
+        for key, label in (('train/return', 'train return'), ('test/return', 'test return')):
+            if key in recent:
+                parts.append(f'{label} {recent[key]:7.1f}')
+        if 'updates_per_second' in recent:
+            parts.append(f'{recent["updates_per_second"]:5.2f} updates/s')
+        fps = recent.get('fps')
+        if fps is not None:
+            parts.append(f'{fps:6.1f} env steps/s')
+            if fps > 0:
+                parts.append(f'ETA {format_duration((self.total_steps - step) / fps)}')
         print(' | '.join(parts), flush=True)
 
     def close(self):
