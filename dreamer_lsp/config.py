@@ -23,7 +23,8 @@ class ConfigError(ValueError):
     """A bad config key, block or value; the message is one line meant for the user."""
 
 
-def _closest(name, valid):
+def closest_names(name, valid):
+    """'closest valid: a, b' for the names of `valid` close to `name`, else 'valid: ...'."""
     matches = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
     listed = ', '.join(matches) if matches else ', '.join(sorted(valid)[:12])
     return f'closest valid: {listed}' if matches else f'valid: {listed}'
@@ -95,7 +96,7 @@ class Config:
             return self._values[name]
         except KeyError:
             raise AttributeError(
-                f'no config key {self._prefix + name!r}; {_closest(name, self._values)}'
+                f'no config key {self._prefix + name!r}; {closest_names(name, self._values)}'
             ) from None
 
     def __getitem__(self, name):
@@ -195,7 +196,7 @@ def _flatten(values, prefix=''):
 
 def _assign(values, dotted, value, defaults_flat):
     if dotted not in defaults_flat:
-        raise ConfigError(f'unknown config key {dotted!r}; {_closest(dotted, defaults_flat)}')
+        raise ConfigError(f'unknown config key {dotted!r}; {closest_names(dotted, defaults_flat)}')
     *parents, leaf = dotted.split('.')
     node = values
     for part in parents:
@@ -219,7 +220,7 @@ def build(block_names=(), overrides=None, path=CONFIGS_PATH):
     for name in block_names:
         if name not in blocks or name == 'defaults':
             valid = [b for b in blocks if b != 'defaults']
-            raise ConfigError(f'unknown config block {name!r}; {_closest(name, valid)}')
+            raise ConfigError(f'unknown config block {name!r}; {closest_names(name, valid)}')
         config = config.update(blocks[name] or {})
     return config.update(overrides or {})
 

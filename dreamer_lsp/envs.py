@@ -19,6 +19,27 @@ import weakref
 import numpy as np
 
 OBS_TYPES = ('features', 'pixels')
+# dm_control 1.0.50's suite.ALL_TASKS as '<domain>_<task>', then the custom quadruped tasks:
+# listed here so that a task name is checked before anything imports dm_control or TensorFlow
+# (tests/test_envs.py keeps the list equal to what the installed packages provide).
+SUITE_TASKS = tuple(
+    """
+    acrobot_swingup acrobot_swingup_sparse ball_in_cup_catch cartpole_balance
+    cartpole_balance_sparse cartpole_swingup cartpole_swingup_sparse cartpole_three_poles
+    cartpole_two_poles cheetah_run dog_fetch dog_run dog_stand dog_trot dog_walk finger_spin
+    finger_turn_easy finger_turn_hard fish_swim fish_upright hopper_hop hopper_stand
+    humanoid_CMU_run humanoid_CMU_stand humanoid_CMU_walk humanoid_run humanoid_run_pure_state
+    humanoid_stand humanoid_walk lqr_lqr_2_1 lqr_lqr_6_2 manipulator_bring_ball
+    manipulator_bring_peg manipulator_insert_ball manipulator_insert_peg pendulum_swingup
+    point_mass_easy point_mass_hard quadruped_escape quadruped_fetch quadruped_run quadruped_walk
+    reacher_easy reacher_hard stacker_stack_2 stacker_stack_4 swimmer_swimmer15 swimmer_swimmer6
+    walker_run walker_stand walker_walk
+""".split()
+)
+QUADRUPED_TASKS = tuple(
+    f'quadruped_{name}' for name in ('getup_walk', 'reach', 'getup_reach', 'obstacles', 'cove')
+)
+TASKS = SUITE_TASKS + QUADRUPED_TASKS
 
 _CLOSE_TIMEOUT = 5.0
 _START_LOCK = threading.Lock()
@@ -293,6 +314,28 @@ def _main_module_hidden():
             sys.modules['__main__'] = main
 
 
+class WorkerError(RuntimeError):
+    """An exception raised inside an environment worker.
+
+    Its message is one line naming the task, the step and the exception; `worker_traceback`
+    holds the worker's traceback. `step` counts the agent steps of the current episode (None
+    while the worker starts).
+    """
+
+    def __init__(self, task, step, error, worker_traceback):
+        where = 'while starting' if step is None else f'at step {step} of its episode'
+        super().__init__(f'environment {task} failed {where}: {error}')
+        self.task, self.step, self.error = task, step, error
+        self.worker_traceback = worker_traceback
+
+
+def _error_reply():
+    """The ('error', (one line, traceback)) reply for the exception being handled."""
+    error = sys.exc_info()[1]
+    line = ' '.join(''.join(traceback.format_exception_only(error)).split())
+    return 'error', (line, traceback.format_exc())
+
+
 def _worker(conn, make_env_kwargs):
     """Serves one `make_env` environment over `conn` until told to close or the parent is gone."""
     # Ctrl-C reaches the whole process group; the parent decides when its workers stop.
@@ -301,7 +344,7 @@ def _worker(conn, make_env_kwargs):
     try:
         env = make_env(**make_env_kwargs)
     except Exception:
-        conn.send(('error', traceback.format_exc()))
+        conn.send(_error_reply())
         return
     try:
         conn.send(('ok', (env.obs_space, env.action_size, env.action_bounds)))
@@ -312,7 +355,7 @@ def _worker(conn, make_env_kwargs):
             try:
                 reply = ('ok', getattr(env, method)(*args))
             except Exception:
-                reply = ('error', traceback.format_exc())
+                reply = _error_reply()
             conn.send(reply)
     except (EOFError, ConnectionError):
         pass  # The parent is gone.
@@ -337,8 +380,8 @@ class ProcessEnv:
     """A `make_env(**make_env_kwargs)` environment running in a spawned worker process.
 
     Besides the synchronous interface, `step_async` and `step_wait` let the caller overlap its own
-    work with the physics. Errors in the worker are raised here as RuntimeError with the worker's
-    traceback; a dead worker raises RuntimeError instead of hanging.
+    work with the physics. An exception in the worker is raised here as `WorkerError` (one line;
+    the worker's traceback attached); a dead worker raises RuntimeError instead of hanging.
     """
 
     def __init__(self, **make_env_kwargs):
@@ -356,6 +399,8 @@ class ProcessEnv:
         # Runs at most once: on close(), on garbage collection, or at interpreter exit.
         self._finalizer = weakref.finalize(self, _shutdown, self._process, self._conn)
         self._awaiting = False  # a request was sent and its answer not yet received
+        self._task = make_env_kwargs.get('task')
+        self._episode_step = None  # agent steps of the current episode; None before the first
         try:
             self._obs_space, self._action_size, self._action_bounds = self._receive()
         except BaseException:
@@ -379,6 +424,7 @@ class ProcessEnv:
 
     def reset(self) -> dict:
         """Starts an episode and returns its first observation."""
+        self._episode_step = 0
         return self._call('reset')
 
     def step(self, action) -> tuple[dict, float, bool, dict]:
@@ -389,6 +435,7 @@ class ProcessEnv:
     def step_async(self, action):
         """Sends an action to the worker without waiting for the result."""
         self._send('step', np.asarray(action))
+        self._episode_step = (self._episode_step or 0) + 1
 
     def step_wait(self) -> tuple[dict, float, bool, dict]:
         """Waits for the result of the last `step_async`."""
@@ -433,7 +480,8 @@ class ProcessEnv:
             self._raise_died()
         self._awaiting = False
         if status == 'error':
-            raise RuntimeError(f'environment worker raised an exception:\n{payload}')
+            error, worker_traceback = payload
+            raise WorkerError(self._task, self._episode_step, error, worker_traceback)
         return payload
 
     def _raise_died(self):

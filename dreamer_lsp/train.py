@@ -15,10 +15,15 @@ import time
 import numpy as np
 
 from dreamer_lsp import config as config_lib
-from dreamer_lsp.config import ConfigError, atomic_write_text
-from dreamer_lsp.envs import ProcessEnv
+from dreamer_lsp.config import ConfigError, atomic_write_text, closest_names
+from dreamer_lsp.envs import OBS_TYPES, TASKS, ProcessEnv, WorkerError
+from dreamer_lsp.replay import episode_files
 
 CHECKPOINT_DIR = 'checkpoint'
+# Exit codes: a bad config (before anything is written), a diverged run.
+CONFIG_EXIT_CODE = 2
+DIVERGED_EXIT_CODE = 3
+ENV_ERROR_LOG = 'env_errors.log'
 
 
 STOP_REQUESTED = threading.Event()
@@ -26,6 +31,10 @@ STOP_REQUESTED = threading.Event()
 
 class RunInterruptedError(Exception):
     """Raised at the next agent step after SIGTERM/SIGINT, so the run checkpoints and exits."""
+
+
+class DivergedError(Exception):
+    """A loss, gradient norm or weight became non-finite; the message is one line."""
 
 
 def env_kwargs(config, seed, render_video=False):
@@ -42,14 +51,22 @@ def env_kwargs(config, seed, render_video=False):
     )
 
 
+def check_task(task):
+    """Raise ConfigError naming the closest valid tasks unless `task` is a known dmc_ task."""
+    if task.removeprefix('dmc_') not in TASKS or not task.startswith('dmc_'):
+        valid = [f'dmc_{name}' for name in TASKS]
+        raise ConfigError(f'unknown task {task!r}; {closest_names(task, valid)}')
+
+
 def check_config(config):
     """Validate what the type check cannot; raises ConfigError with one line."""
     if not config.logdir:
         raise ConfigError('--logdir is required: the directory the run writes everything to')
-    if not config.task.startswith('dmc_'):
-        raise ConfigError(f'task {config.task!r} must start with dmc_ (e.g. dmc_walker_walk)')
-    if config.obs_type not in ('pixels', 'features'):
-        raise ConfigError(f'obs_type {config.obs_type!r} is invalid; valid: pixels, features')
+    check_task(config.task)
+    if config.obs_type not in OBS_TYPES:
+        raise ConfigError(
+            f'obs_type {config.obs_type!r} is invalid; {closest_names(config.obs_type, OBS_TYPES)}'
+        )
     for key in ('action_repeat', 'batch_size', 'batch_length', 'horizon', 'train_every'):
         if config[key] < 1:
             raise ConfigError(f'{key} must be at least 1, got {config[key]}')
@@ -74,6 +91,13 @@ def check_config(config):
         source = config.transfer[key]
         if source and not pathlib.Path(source).expanduser().is_dir():
             raise ConfigError(f'transfer.{key} {source!r} is not a directory')
+    source = config.transfer.checkpoint
+    if source and not (pathlib.Path(source).expanduser() / CHECKPOINT_DIR / 'latest').is_file():
+        raise ConfigError(f"transfer.checkpoint {source!r} holds no checkpoint (a run's logdir)")
+    if config.transfer.replay and not episode_files(
+        pathlib.Path(config.transfer.replay).expanduser()
+    ):
+        raise ConfigError(f'transfer.replay {config.transfer.replay!r} holds no episodes (*.npz)')
     if config.horizon < 2:
         raise ConfigError(
             f'horizon must be at least 2 (λ-returns need a bootstrap), got {config.horizon}'
@@ -81,9 +105,13 @@ def check_config(config):
 
 
 def check_saved_config(config, logdir):
-    """Refuse to continue a logdir whose saved config differs in anything but run length."""
+    """Refuse to continue a logdir whose saved config differs in anything but run length.
+
+    Only a run with a checkpoint binds its logdir: one that stopped before its first checkpoint
+    starts over, so its saved config is replaced.
+    """
     path = logdir / 'config.yaml'
-    if not path.exists():
+    if not path.exists() or not (logdir / CHECKPOINT_DIR / 'latest').exists():
         return
     saved = config_lib.load_saved(path)
     differences = saved.diff(config, ignore=('steps', 'logdir'))
@@ -129,21 +157,24 @@ class Trainer:
         self.next_checkpoint = config.checkpoint_every
         self.checkpoint = tf.train.Checkpoint(agent=self.agent)
         self.dataset = None
+        self._loss_scaling = self.agent.model_opt.loss_scaling
+        weights = self.agent.trainable_variables
+        self._weights_finite = tf.function(
+            lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in weights])
+        )
         if not self._restore():
             self._start_transfer()
 
     def _start_transfer(self):
         """Load a source run's networks and seed the replay, as `transfer` asks [LSP §4.3]."""
         from dreamer_lsp import transfer
-        from dreamer_lsp.replay import episode_files, load_episode
+        from dreamer_lsp.replay import load_episode
 
         if self.config.transfer.checkpoint:
             report = transfer.load_matching(self.agent, self.config.transfer.checkpoint)
             transfer.write_report(self.logdir, report)
         if self.config.transfer.replay:
-            files = episode_files(self.config.transfer.replay)
-            if not files:
-                raise ConfigError(f'transfer.replay {self.config.transfer.replay} has no episodes')
+            files = episode_files(pathlib.Path(self.config.transfer.replay).expanduser())
             for path in files:
                 self.replay.add(load_episode(path))
             # The seeded replay replaces the random prefill; training starts at step 0.
@@ -317,9 +348,37 @@ class Trainer:
                     )
                 )
             self.replay.tick()
-            metrics = self.agent.train(next(self.dataset))
+            metrics = {k: v.numpy() for k, v in self.agent.train(next(self.dataset)).items()}
             self.updates += 1
-            self.logger.average({k: v.numpy() for k, v in metrics.items()})
+            self._check_finite(metrics)
+            self.logger.average(metrics)
+
+    def _check_finite(self, metrics):
+        """Raise DivergedError naming the first non-finite metric or weight of this update.
+
+        With float16, dynamic loss scaling skips updates whose gradients overflow, so gradient
+        norms may be infinite there by design; losses and weights are checked always.
+        """
+        for key, value in metrics.items():
+            if self._loss_scaling and key.endswith('grad_norm'):
+                continue
+            if not np.all(np.isfinite(value)):
+                self._diverged(f'train/{key}', value)
+        if not self._weights_finite():
+            variable = next(
+                v for v in self.agent.trainable_variables if not np.isfinite(v.numpy()).all()
+            )
+            self._diverged(f'weight {variable.name}', 'non-finite')
+
+    def _diverged(self, what, value):
+        latest = self._checkpoint_root() / 'latest'
+        kept = (
+            f'checkpoint {latest.read_text().strip()} kept' if latest.exists() else 'no checkpoint'
+        )
+        raise DivergedError(
+            f'diverged: {what} is {value} at update {self.updates} (step {self.step}); '
+            f'stopped without writing a checkpoint ({kept})'
+        )
 
     def _after_env_step(self):
         self.step += self.config.action_repeat
@@ -393,8 +452,22 @@ def _request_stop(signum, frame):
     STOP_REQUESTED.set()
 
 
+def _report_worker_error(error, logdir, step):
+    """Keep the worker's traceback in the logdir; return the one line for the terminal."""
+    log = logdir / ENV_ERROR_LOG
+    with log.open('a') as file:
+        file.write(f'==== {time.strftime("%Y-%m-%d %H:%M:%S")} step {step}: {error}\n')
+        file.write(error.worker_traceback)
+    return f'{error} (run step {step}; worker traceback in {log})'
+
+
 def main(argv=None):
-    """Command-line entry point; bad configs exit with code 2 and one line."""
+    """Command-line entry point.
+
+    Exit codes: 0 finished or interrupted (resumable), 2 bad config (nothing written), 3
+    diverged (nothing written over the last checkpoint), 1 any other error, an environment
+    worker's in one line with its traceback in the logdir.
+    """
     argv = sys.argv[1:] if argv is None else argv
     try:
         config = config_lib.parse_args(argv)
@@ -402,9 +475,22 @@ def main(argv=None):
         trainer = Trainer(config)
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr)
-        sys.exit(2)
+        sys.exit(CONFIG_EXIT_CODE)
+    except WorkerError as error:
+        line = _report_worker_error(error, pathlib.Path(config.logdir).expanduser(), 0)
+        print(f'error: {line}', file=sys.stderr)
+        sys.exit(1)
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
     start = time.time()
-    trainer.run()
+    try:
+        trainer.run()
+    except DivergedError as error:
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(DIVERGED_EXIT_CODE)
+    except WorkerError as error:
+        print(
+            f'error: {_report_worker_error(error, trainer.logdir, trainer.step)}', file=sys.stderr
+        )
+        sys.exit(1)
     print(f'Wall time {time.time() - start:.0f} s')

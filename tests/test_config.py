@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from dreamer_lsp import config as config_lib
+from dreamer_lsp import train
 from dreamer_lsp.config import ConfigError
 
 
@@ -91,3 +92,77 @@ def test_cli_help_lists_every_key():
     assert result.returncode == 0
     for key in config_lib.build().flat():
         assert f'--{key} ' in result.stdout
+
+
+CHECK_BEFORE_TENSORFLOW = """
+import sys
+from dreamer_lsp import train
+try:
+    train.main(sys.argv[1:])
+except SystemExit as exit:
+    print(exit.code, 'tensorflow' in sys.modules)
+"""
+
+
+def _check_only(*args):
+    """The program's command line in a process that reports its exit code and whether
+    TensorFlow was loaded."""
+    return subprocess.run(
+        [sys.executable, '-c', CHECK_BEFORE_TENSORFLOW, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    'flags, fragment',
+    [
+        (
+            ['--task', 'dmc_walker_wlak'],
+            "unknown task 'dmc_walker_wlak'; closest valid: dmc_walker_walk",
+        ),
+        (['--task', 'walker_walk'], "unknown task 'walker_walk'; closest valid: dmc_walker_walk"),
+        (
+            ['--task', 'dmc_quadruped_getup_rech'],
+            'closest valid: dmc_quadruped_getup_reach',
+        ),
+        (['--obs_type', 'pixel'], "obs_type 'pixel' is invalid; closest valid: pixels"),
+        (
+            ['--configs', 'dmc_propio'],
+            "unknown config block 'dmc_propio'; closest valid: dmc_proprio",
+        ),
+        (['--transfer.checkpoint', '{empty}'], 'holds no checkpoint'),
+        (['--transfer.checkpoint', '{missing}'], 'is not a directory'),
+        (['--transfer.replay', '{empty}'], 'holds no episodes'),
+    ],
+)
+def test_bad_input_is_refused_before_tensorflow_and_before_writing(tmp_path, flags, fragment):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    flags = [f.format(empty=empty, missing=tmp_path / 'missing') for f in flags]
+    logdir = tmp_path / 'run'
+    result = _check_only(
+        '--configs', 'debug', 'dmc_proprio', 'dreamer', '--logdir', str(logdir), *flags
+    )
+    assert result.stdout.split() == ['2', 'False'], result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
+    assert not logdir.exists()
+
+
+def test_every_listed_task_is_known():
+    for task in ('dmc_walker_walk', 'dmc_quadruped_cove', 'dmc_ball_in_cup_catch'):
+        train.check_task(task)
+
+
+def test_a_logdir_without_a_checkpoint_does_not_bind_its_config(tmp_path):
+    # A run that stopped before its first checkpoint: its saved config is replaced, not enforced.
+    logdir = tmp_path / 'run'
+    logdir.mkdir()
+    config_lib.build(['debug'], {'task': 'dmc_walker_walk'}).save(logdir / 'config.yaml')
+    corrected = config_lib.build(['debug'], {'task': 'dmc_cartpole_balance'})
+    train.check_saved_config(corrected, logdir)
+    (logdir / 'checkpoint').mkdir()
+    (logdir / 'checkpoint' / 'latest').write_text('ckpt-000000400-00000002\n')
+    with pytest.raises(ConfigError, match="task: 'dmc_walker_walk' -> 'dmc_cartpole_balance'"):
+        train.check_saved_config(corrected, logdir)

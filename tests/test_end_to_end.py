@@ -10,6 +10,10 @@ import time
 import numpy as np
 import pytest
 
+from dreamer_lsp import config as config_lib
+from dreamer_lsp import train
+from dreamer_lsp._tf import nvidia_driver_present
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -86,6 +90,9 @@ def test_a_run_writes_every_logdir_artifact(finished_run):
     assert episode['features'].shape == (101, 5) and episode['qpos'].shape == (101, 2)
     assert episode['action'][0].tolist() == [0.0] and episode['reward'][0] == 0.0
     assert '[' in result.stdout and 'env steps/s' in result.stdout and 'ETA' in result.stdout
+    assert 'nan' not in result.stdout.lower()
+    if not nvidia_driver_present():
+        assert 'cuInit' not in result.stderr and 'cuda' not in result.stderr.lower()
 
 
 def test_rerunning_a_finished_run_does_nothing_new(finished_run):
@@ -206,3 +213,24 @@ def test_sigterm_mid_update_checkpoints_and_resumes(tmp_path):
     assert f'Resumed {logdir} at step {state["step"]}' in result.stdout
     steps = [line['step'] for line in metrics(logdir)]
     assert steps == sorted(steps) and steps[-1] >= 1000
+
+
+def test_an_environment_error_is_one_line_with_the_traceback_in_the_logdir(tmp_path):
+    # Cartpole has two cameras: the evaluation worker's video render fails as it starts.
+    logdir = tmp_path / 'camera'
+    result = subprocess.run(
+        command(logdir, '--camera', '7'), capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+    assert errors == [
+        'error: environment cartpole_balance failed while starting: ValueError: model has 2 '
+        f'fixed cameras. camera_id=7 is invalid. (run step 0; worker traceback in '
+        f'{logdir / "env_errors.log"})'
+    ]
+    assert 'Traceback' not in result.stderr
+    log = (logdir / 'env_errors.log').read_text()
+    assert 'Traceback (most recent call last)' in log and 'camera_id=7 is invalid' in log
+    # It stopped before its first checkpoint, so the corrected command is not refused.
+    corrected = config_lib.parse_args(['--configs', 'debug', 'dmc_proprio', 'dreamer'])
+    train.check_saved_config(corrected.update({'logdir': str(logdir)}), logdir)

@@ -8,7 +8,15 @@ import textwrap
 import numpy as np
 import pytest
 
-from dreamer_lsp.envs import ActionRepeat, NormalizeActions, ProcessEnv, TimeLimit
+from dreamer_lsp.envs import (
+    QUADRUPED_TASKS,
+    SUITE_TASKS,
+    ActionRepeat,
+    NormalizeActions,
+    ProcessEnv,
+    TimeLimit,
+    WorkerError,
+)
 
 
 class FakeEnv:
@@ -274,3 +282,36 @@ def test_worker_survives_a_main_script_that_imports_tensorflow(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'mean' in result.stdout
+
+
+def test_a_worker_exception_is_one_line_naming_task_and_step(cartpole):
+    cartpole.reset()
+    cartpole.step(np.zeros(1))
+    with pytest.raises(WorkerError) as raised:
+        cartpole.step(np.full(1, np.nan))  # MuJoCo refuses a NaN control
+    error = raised.value
+    assert str(error) == (
+        'environment cartpole_balance failed at step 2 of its episode: '
+        'dm_control.rl.control.PhysicsError: Physics state is invalid. '
+        'Warning(s) raised: mjWARN_BADCTRL'
+    )
+    assert error.worker_traceback.startswith('Traceback') and 'check_invalid_state' in (
+        error.worker_traceback
+    )
+    cartpole.reset()
+    assert cartpole.step(np.zeros(1))[0]['features'].shape == (5,)
+
+
+def test_the_task_list_matches_the_installed_packages():
+    script = (
+        'from dm_control import suite; from dreamer_lsp import quadruped_tasks; '
+        'print(*sorted("_".join(pair) for pair in suite.ALL_TASKS)); '
+        'print(*sorted(quadruped_tasks.TASKS))'
+    )
+    result = subprocess.run(
+        [sys.executable, '-c', script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    suite_tasks, custom = (line.split() for line in result.stdout.splitlines())
+    assert sorted(SUITE_TASKS) == suite_tasks
+    assert sorted(QUADRUPED_TASKS) == [f'quadruped_{name}' for name in custom]

@@ -5,11 +5,13 @@ import fcntl
 import importlib.util
 import itertools
 import json
+import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -373,3 +375,41 @@ def test_cove_runs_in_smoke_mode(tmp_path):
     _, target = run_smoke(tmp_path, ['cove_transfer'])['cove_transfer']
     skills = config_lib.load_blocks(target.logdir / 'config.yaml')['skills']
     assert (skills['length'], skills['horizon']) == (30, 120)
+
+
+ABSURD_LEARNING_RATES = ('--model.lr', '1000', '--actor.lr', '1000', '--value.lr', '1000')
+
+
+def test_a_diverging_run_stops_cleanly_and_is_reported_as_diverged(tmp_path, capsys):
+    # Updates at steps 650 and 900 (prefill 400, one update per 250 steps): the checkpoint of
+    # step 600 or 800 is written before the absurd learning rates blow the networks up.
+    source = cartpole(
+        tmp_path, 0, *ABSURD_LEARNING_RATES, '--train_every', '250', '--pretrain', '0'
+    )
+    target = sweep.transfer_run(tmp_path, 'dmc_cartpole_swingup', 'dreamer', 0, 'debug', source)
+    status = sweep.run_local([source, target])
+    assert status == {source.logdir: sweep.DIVERGED, target.logdir: sweep.BLOCKED}
+    out = capsys.readouterr().out
+    assert 'Summary: 2 runs: 1 diverged, 1 blocked' in out
+    log = (source.logdir / sweep.LOG_NAME).read_text()
+    errors = [line for line in log.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and 'Traceback' not in log and 'PhysicsError' not in log
+    match = re.fullmatch(
+        r'error: diverged: (train/\w+|weight \S+) is (inf|-inf|nan|non-finite) at update (\d+) '
+        r'\(step (\d+)\); stopped without writing a checkpoint \(checkpoint (ckpt-\S+) kept\)',
+        errors[0],
+    )
+    assert match, errors[0]
+    assert 'diverged ' in out and match.group(1) in out
+    diverged_step = int(match.group(4))
+    # Nothing written at or after the divergence: every checkpoint is older and readable.
+    root = source.logdir / 'checkpoint'
+    assert (root / 'latest').read_text().strip() == match.group(5)
+    for directory in root.glob('ckpt-*'):
+        state = json.loads((directory / 'state.json').read_text())
+        assert state['step'] < diverged_step
+    # The replay on disk is intact: every episode loads, in order, 100 agent steps each.
+    files = sorted((source.logdir / 'train_episodes').glob('*.npz'))
+    assert [f.name for f in files] == [f'{i:06d}-100.npz' for i in range(len(files))]
+    for path in files:
+        assert np.isfinite(np.load(path)['reward']).all()

@@ -31,8 +31,11 @@ Local backend: ``--parallel N`` programs at a time, each in its own session (Ctr
 only the launcher, which then sends every program one SIGTERM: they checkpoint and exit, and
 the next launch resumes them). With ``--gpus 0,1`` slot *i* gets ``CUDA_VISIBLE_DEVICES`` =
 the *i*-th id (the rest of the environment is passed unchanged). A run starts when everything it
-depends on has finished; if one of those fails, it is reported as blocked. A lock file held by
-the program for its whole life keeps two launchers from running the same logdir at once.
+depends on has finished; if one of those fails, it is reported as blocked. A program that
+exits with code 3 diverged (a non-finite loss, gradient norm or weight; its last checkpoint is
+untouched) and is reported as diverged, with its one-line reason, rather than as failed. A
+lock file held by the program for its whole life keeps two launchers from running the same
+logdir at once.
 
 SLURM backend, through submitit (``pip install submitit==1.5.4``; imported only when used):
 the runs are independent, long (days), single-GPU programs that checkpoint and resume
@@ -64,6 +67,7 @@ from pathlib import Path
 
 from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError
+from dreamer_lsp.train import DIVERGED_EXIT_CODE, check_task
 
 REPO = Path(__file__).resolve().parent.parent
 RELABEL_SCRIPT = REPO / 'scripts' / 'relabel_rewards.py'
@@ -83,6 +87,7 @@ SLURM_ACTIVE = {'PENDING', 'CONFIGURING', 'RUNNING', 'COMPLETING', 'REQUEUED', '
 FINISHED = 'skip (finished)'
 DONE = 'done'
 FAILED = 'failed'
+DIVERGED = 'diverged'
 INCOMPLETE = 'incomplete'
 BLOCKED = 'blocked'
 BUSY = 'busy'
@@ -256,7 +261,8 @@ def _resolve(blocks, args):
 
 
 def validate(runs):
-    """Check unique logdirs, dependencies on earlier runs and every training run's config."""
+    """Check unique logdirs, dependencies on earlier runs, task names and every training run's
+    config."""
     seen = set()
     for run in runs:
         if run.logdir in seen:
@@ -267,6 +273,10 @@ def validate(runs):
                     f'{run.label} depends on {dependency}, which is not listed before it'
                 )
         seen.add(run.logdir)
+        try:
+            check_task(run.task)
+        except ConfigError as error:
+            raise SweepError(f'{run.label}: {error}') from None
         if run.kind == 'train':
             resolved_config(run)
 
@@ -475,6 +485,9 @@ def _report_exit(item):
     if code == 0:
         _say(INCOMPLETE, run, f'{took}; exited before its last step (log {log})')
         return INCOMPLETE
+    if code == DIVERGED_EXIT_CODE and run.kind == 'train':
+        _say(DIVERGED, run, f'{took}; {_last_line(log).removeprefix("error: ")} (log {log})')
+        return DIVERGED
     _say(FAILED, run, f'{took}; exit {code}: {_last_line(log)} (log {log})')
     return FAILED
 
@@ -516,6 +529,8 @@ class SlurmCommand:
             time.sleep(1)
         code = self._process.returncode
         log = self.run.logdir / LOG_NAME
+        if code == DIVERGED_EXIT_CODE and self.run.kind == 'train':
+            raise RuntimeError(f'{self.run.label} {_last_line(log).removeprefix("error: ")}')
         if code != 0:
             raise RuntimeError(f'{self.run.label} exited with {code}; see {log}')
         if not _finished(self.run, self.steps):
