@@ -300,7 +300,7 @@ class Trainer:
         }
         if 'skill' in episode and self.prefill_end is not None:
             # Spread of the skills the agent chose (entry 0 is the reset's zero skill).
-            values[f'{prefix}/skill_spread'] = episode['skill'][1:].std(0).mean()
+            values[f'{prefix}/acting_skill_spread'] = episode['skill'][1:].std(0).mean()
         self.logger.scalars(self.step, values)
 
     def evaluate(self):
