@@ -1,5 +1,8 @@
 """LSP components with real TensorFlow graphs and the `debug` sizes."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -7,6 +10,9 @@ from dreamer_lsp import config as config_lib
 from dreamer_lsp._tf import tf
 from dreamer_lsp.agents import make_agent
 from dreamer_lsp.lsp import LSP, cross_entropy_method, refit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tools.acting_cem_noise import measure  # noqa: E402
 
 SPACE = {'features': ((5,), np.float32)}
 
@@ -272,3 +278,12 @@ def test_acting_cem_scores_each_proposal_on_several_particles(monkeypatch):
     agent = make('lsp', **{'cem.act_particles': 3})
     _, _, extras = agent.act({'features': tf.ones((1, 5))}, agent.initial_state(), True)
     assert starts[-1]['deter'].shape[0] == 3 and extras['skill'].shape == (3,)
+
+
+def test_acting_cem_noise_figures_from_one_state():
+    agent = make('lsp')
+    latent, _, _, _ = agent.initial_state()
+    row = measure(agent, latent, particles=2, repeats=3, reference=4)
+    assert row['particles'] == 2 and row['score_noise'] > 0
+    assert row['optimism'] == pytest.approx(row['elite_value_mean'] - row['chosen_plan_value_mean'])
+    assert all(np.isfinite(value) for value in row.values())
