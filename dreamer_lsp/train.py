@@ -33,6 +33,10 @@ class RunInterruptedError(Exception):
     """Raised at the next agent step after SIGTERM/SIGINT, so the run checkpoints and exits."""
 
 
+class CheckpointError(Exception):
+    """A run's checkpoints exist but none can be read; the message is one line."""
+
+
 class DivergedError(Exception):
     """A loss, gradient norm or weight became non-finite; the message is one line."""
 
@@ -67,7 +71,14 @@ def check_config(config):
         raise ConfigError(
             f'obs_type {config.obs_type!r} is invalid; {closest_names(config.obs_type, OBS_TYPES)}'
         )
-    for key in ('action_repeat', 'batch_size', 'batch_length', 'horizon', 'train_every'):
+    for key in (
+        'action_repeat',
+        'batch_size',
+        'batch_length',
+        'horizon',
+        'train_every',
+        'checkpoint_keep',
+    ):
         if config[key] < 1:
             raise ConfigError(f'{key} must be at least 1, got {config[key]}')
     high_levels = ('none', 'cem', 'random', 'policy')
@@ -216,21 +227,51 @@ class Trainer:
         (temporary / 'state.json').write_text(json.dumps(state))
         temporary.rename(target)
         atomic_write_text(root / 'latest', name)
-        for old in root.iterdir():
-            if old.name not in (name, 'latest'):
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+        checkpoints = sorted(path for path in root.glob('ckpt-*') if path.is_dir())
+        for old in checkpoints[: -self.config.checkpoint_keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        for leftover in root.glob('.*'):  # temporaries of interrupted writes
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
 
     def _restore(self):
-        latest = self._checkpoint_root() / 'latest'
+        """Load the latest readable checkpoint; False if there is none (a new run).
+
+        An unreadable checkpoint (truncated, corrupted) is moved aside to `unreadable-<name>`
+        with a one-line warning and the one before it is tried.
+        """
+        from dreamer_lsp._tf import tf
+
+        root = self._checkpoint_root()
+        latest = root / 'latest'
         if not latest.exists():
             if any((self.logdir / 'train_episodes').glob('*.npz')):
                 # Killed before its first checkpoint: start over, keeping the old episodes aside.
                 self.replay.restore({'clock': 0, 'episodes': []})
             self.logger.truncate_after(-1)
             return False
-        directory = self._checkpoint_root() / latest.read_text().strip()
-        state = json.loads((directory / 'state.json').read_text())
-        self.checkpoint.read(str(directory / 'variables')).assert_consumed()
+        name = latest.read_text().strip()
+        candidates = sorted(
+            (path for path in root.glob('ckpt-*') if path.is_dir() and path.name <= name),
+            reverse=True,
+        )
+        for directory in candidates:
+            try:
+                state = json.loads((directory / 'state.json').read_text())
+                self.checkpoint.read(str(directory / 'variables')).assert_consumed()
+                break
+            except (OSError, ValueError, LookupError, AssertionError, tf.errors.OpError) as error:
+                reason = ' '.join(f'{type(error).__name__}: {error}'.split())[:200]
+                directory.rename(directory.with_name(f'unreadable-{directory.name}'))
+                print(
+                    f'Warning: checkpoint {directory.name} cannot be read ({reason}); '
+                    'trying the one before it.',
+                    flush=True,
+                )
+        else:
+            raise CheckpointError(
+                f'{root} holds no readable checkpoint (latest: {name}); move it aside to start over'
+            )
+        atomic_write_text(latest, directory.name)
         self.step, self.updates, self.episodes = state['step'], state['updates'], state['episodes']
         self.prefill_end = state['prefill_end']
         self.next_eval, self.next_log = state['next_eval'], state['next_log']
@@ -476,6 +517,9 @@ def main(argv=None):
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(CONFIG_EXIT_CODE)
+    except CheckpointError as error:
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(1)
     except WorkerError as error:
         line = _report_worker_error(error, pathlib.Path(config.logdir).expanduser(), 0)
         print(f'error: {line}', file=sys.stderr)

@@ -63,6 +63,10 @@ def test_a_run_writes_every_logdir_artifact(finished_run):
     logdir, result = finished_run
     assert (logdir / 'config.yaml').exists()
     assert (logdir / 'checkpoint' / 'latest').exists()
+    # The two newest checkpoints are kept (checkpoint_keep): the periodic one of step 800
+    # (every 400 steps, at episode ends) and the final one.
+    kept = sorted(path.name[:14] for path in (logdir / 'checkpoint').glob('ckpt-*'))
+    assert kept == ['ckpt-000000800', 'ckpt-000001200']
     assert list((logdir / 'tensorboard').glob('events.out.tfevents.*'))
     assert list((logdir / 'videos').glob('eval_*.mp4'))
     lines = metrics(logdir)
@@ -149,10 +153,23 @@ def test_sigkill_resumes_without_losing_or_repeating(tmp_path, preset):
         time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    checkpoint = logdir / 'checkpoint' / latest.read_text().strip()
-    state = json.loads((checkpoint / 'state.json').read_text())
+    checkpoints = sorted((logdir / 'checkpoint').glob('ckpt-*'))
+    assert [path.name for path in checkpoints][-1] == latest.read_text().strip()
+    if preset == 'dreamer':
+        # The latest checkpoint's weights are truncated: the run resumes from the one before.
+        data = checkpoints[-1] / 'variables.data-00000-of-00001'
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+        checkpoints.pop()
+    state = json.loads((checkpoints[-1] / 'state.json').read_text())
     result = run(logdir, '--steps', '1400', preset=preset)
     assert f'Resumed {logdir} at step {state["step"]}' in result.stdout
+    warnings = [line for line in result.stdout.splitlines() if line.startswith('Warning: ')]
+    if preset == 'dreamer':
+        assert len(warnings) == 1 and 'cannot be read' in warnings[0], result.stdout[-3000:]
+        assert 'trying the one before it' in warnings[0]
+        assert len(list((logdir / 'checkpoint').glob('unreadable-ckpt-*'))) == 1
+    else:
+        assert not warnings
     assert 'Prefilled' not in result.stdout
     files = episode_files(logdir)
     # Every stored episode has 100 steps, and their count matches the final step counter exactly.
