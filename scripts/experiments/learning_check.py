@@ -9,10 +9,13 @@ value, actor gradient norm) next to the largest imagined value of the run, and w
 
     python scripts/experiments/learning_check.py --methods dreamer --parallel 2
     python scripts/experiments/learning_check.py --methods lsp --parallel 2
+    python scripts/experiments/learning_check.py --regime batch50 --methods dreamer --parallel 2
 
 The same command resumes interrupted seeds and, once all are finished, prints the summary
-again. LSP scores CEM proposals on 64 of the batch's start states (`cem.train_starts`, the
-documented deviation for slow machines).
+again. `--regime` picks the batch: `batch8` (the `learning_check` block) or `batch50` (the
+paper's batch, otherwise the same); runs go to `runs/learning_check/<regime>/` unless `--root`
+says otherwise. LSP scores CEM proposals on 64 of the batch's start states
+(`cem.train_starts`, the documented deviation for slow machines).
 """
 
 import json
@@ -28,19 +31,41 @@ TASK = 'dmc_cartpole_balance'
 METHODS = ('dreamer', 'lsp')
 SEEDS = (0, 1, 2)
 METHOD_ARGS = {'lsp': ('--cem.train_starts', '64')}
+REGIME_ARGS = {'batch8': (), 'batch50': ('--batch_size', '50')}
+REGIME_ARGS = {'batch8': (), 'batch50': ('--batch_size', '50')}
 PASS_RETURN = 800.0
 HEALTH = ('train/action_ent', 'train/imag_value', 'train/actor_grad_norm')
 
 
-def grid(root):
-    """Every run of the check: each method on cartpole balance, three seeds."""
+def grid(root, regime='batch8'):
+    """Every run of the check in a regime: each method on cartpole balance, three seeds."""
     return [
         sweep.train_run(
-            root, TASK, method, seed, 'learning_check', args=METHOD_ARGS.get(method, ())
+            root,
+            TASK,
+            method,
+            seed,
+            'learning_check',
+            args=METHOD_ARGS.get(method, ()) + REGIME_ARGS[regime],
         )
         for method in METHODS
         for seed in SEEDS
     ]
+
+
+def split_regime(argv):
+    """The `--regime` flag's value (default batch8) and the remaining arguments."""
+    argv = list(argv)
+    regime = 'batch8'
+    if '--regime' in argv:
+        index = argv.index('--regime')
+        regime = argv[index + 1] if index + 1 < len(argv) else ''
+        del argv[index : index + 2]
+    if regime not in REGIME_ARGS:
+        sys.exit(f'error: --regime {regime!r} is invalid; valid: {", ".join(REGIME_ARGS)}')
+    if '--root' not in argv:
+        argv += ['--root', f'runs/learning_check/{regime}']
+    return regime, argv
 
 
 def smoke_keep(run):
@@ -90,4 +115,14 @@ def report(runs, root):
 
 
 if __name__ == '__main__':
-    sys.exit(sweep.main('learning_check', grid, smoke_keep, description=__doc__, report=report))
+    regime, argv = split_regime(sys.argv[1:])
+    sys.exit(
+        sweep.main(
+            'learning_check',
+            lambda root: grid(root, regime),
+            smoke_keep,
+            argv,
+            description=__doc__,
+            report=report,
+        )
+    )

@@ -1,0 +1,116 @@
+"""The learning diagnostics (tools/diagnose_learning.py) and the multi-seed learning check."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dreamer_lsp.replay import load_episode  # noqa: E402
+from tools import diagnose_learning  # noqa: E402
+
+
+def load_script(name):
+    path = ROOT / 'scripts' / 'experiments' / f'{name}.py'
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_discounted_returns_match_a_hand_computation():
+    reward = np.array([1.0, 0.0, 2.0, 1.0])
+    # t=3: 1; t=2: 2 + 0.5 * 1 = 2.5; t=1: 0 + 0.5 * 2.5 = 1.25; t=0: 1 + 0.5 * 1.25 = 1.625
+    np.testing.assert_allclose(
+        diagnose_learning.discounted_returns(reward, 0.5), [1.625, 1.25, 2.5, 1.0]
+    )
+
+
+@pytest.fixture(scope='module')
+def diagnosed_run(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp('diagnose')
+    command = [
+        sys.executable,
+        str(ROOT / 'tools' / 'diagnose_learning.py'),
+        '--configs',
+        'dmc_proprio',
+        'dreamer',
+        'debug',
+        '--steps',
+        '600',
+        '--logdir',
+        str(logdir),
+        '--probe-every',
+        '3',
+    ]
+    env = dict(os.environ, MUJOCO_GL=os.environ.get('MUJOCO_GL', 'egl'))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = (logdir / 'diagnostics.jsonl').read_text().splitlines()
+    return logdir, [json.loads(line) for line in lines]
+
+
+def test_probes_are_written_on_the_cadence_with_finite_values(diagnosed_run):
+    _, probes = diagnosed_run
+    updates = [probe['updates'] for probe in probes]
+    assert updates[0] == 1 and all(u % 3 == 0 for u in updates[1:]) and len(updates) >= 3
+    keys = ('value_pred', 'imag_value', 'open_loop_reward_error', 'actor_std', 'train/kl')
+    for probe in probes:
+        assert all(np.isfinite(probe[key]) for key in keys)
+        assert 0.0 <= probe['actor_saturated'] <= 1.0
+
+
+def test_the_real_value_is_the_discounted_return_of_the_newest_episode(diagnosed_run):
+    logdir, probes = diagnosed_run
+    last = probes[-1]
+    episodes = sorted((logdir / 'train_episodes').glob('*.npz'))
+    # The newest episode stored before the last probe has this probe's return.
+    matching = [
+        load_episode(path)
+        for path in episodes
+        if np.isclose(load_episode(path)['reward'].sum(), last['episode_return'])
+    ]
+    assert matching
+    reward = matching[0]['reward'].astype(np.float64)
+    real = diagnose_learning.discounted_returns(reward, 0.99)[: len(reward) // 2].mean()
+    assert last['value_real'] == pytest.approx(real)
+    assert last['reward_real'] == pytest.approx(reward.mean())
+
+
+def test_the_check_reports_every_seed_and_fails_unless_all_pass(tmp_path, capsys):
+    check = load_script('learning_check')
+    runs = check.grid(tmp_path)
+    dreamer = [run for run in runs if run.method == 'dreamer']
+    assert [run.seed for run in dreamer] == [0, 1, 2]
+    for run, best in zip(dreamer, (815.0, 136.0, 900.0)):
+        run.logdir.mkdir(parents=True)
+        lines = [
+            {'step': 5000, 'test/return': 279.0},
+            {'step': 6000, 'train/imag_value': 205.0, 'train/action_ent': -15.0},
+            {
+                'step': 8000,
+                'train/imag_value': 30.0,
+                'train/action_ent': -16.0,
+                'train/actor_grad_norm': 0.02,
+            },
+            {'step': 9000, 'test/return': best},
+            {'step': 36000, 'test/return': 120.0},
+        ]
+        (run.logdir / 'metrics.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
+    assert check.report(dreamer, tmp_path) == 1
+    summary = json.loads((tmp_path / 'summary.json').read_text())['dreamer']
+    assert summary['pass_rate'] == pytest.approx(2 / 3)
+    seed = summary['seeds']['1']
+    assert seed['best_return'] == 279.0 and seed['final_return'] == 120.0
+    assert not seed['passed'] and seed['max_imag_value'] == 205.0
+    assert seed['train/actor_grad_norm'] == 0.02
+    assert 'FAIL' in capsys.readouterr().out
+    passing = dreamer[::2]
+    assert check.report(passing, tmp_path) == 0
