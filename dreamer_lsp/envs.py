@@ -338,8 +338,10 @@ def _error_reply():
 
 def _worker(conn, make_env_kwargs):
     """Serves one `make_env` environment over `conn` until told to close or the parent is gone."""
-    # Ctrl-C reaches the whole process group; the parent decides when its workers stop.
+    # Ctrl-C reaches the whole process group, and a batch system's SIGTERM every process of the
+    # job; the parent decides when its workers stop (it checkpoints first, which needs them).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.environ.setdefault('MUJOCO_GL', 'egl')
     try:
         env = make_env(**make_env_kwargs)
@@ -371,7 +373,7 @@ def _shutdown(process, conn):
             conn.send(('close', ()))
         process.join(_CLOSE_TIMEOUT)
         if process.is_alive():
-            process.terminate()
+            process.kill()  # it ignores SIGTERM
             process.join(_CLOSE_TIMEOUT)
     conn.close()
 

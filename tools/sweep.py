@@ -45,7 +45,10 @@ onto SLURM's own ``afterok`` (with ``kill-on-invalid-dep`` so that a failed sour
 targets instead of leaving them pending). Ray would need a head node and workers kept alive
 for the whole multi-day sweep, or its own SLURM bootstrap, and adds nothing for jobs that never
 talk to each other. A job that reaches its time limit or is preempted gets submitit's signal:
-the program is sent SIGTERM, checkpoints, and submitit requeues the job, which resumes it. A
+the program is sent SIGTERM, checkpoints, and submitit requeues the job, which resumes it.
+A job requeued by SLURM itself (``scontrol requeue``, preemption by requeue) gets SLURM's SIGTERM
+in every process: the program checkpoints (its environment workers ignore the signal and are
+stopped by it), submitit lets the signal pass, and the job's next start resumes the run. A
 run whose earlier job is still queued or running (``slurm_job_id`` in its logdir) is not
 submitted twice; running the script again resubmits what failed.
 """
@@ -604,7 +607,7 @@ def run_slurm(runs, folder, partition=None, time_min=1440, gpus=1, cpus=8, mem_g
                 cpus_per_task=cpus,
                 mem_gb=mem_gb,
                 slurm_additional_parameters=parameters,
-                **({'gpus_per_node': gpus} if run.kind == 'train' else {}),
+                **({'gpus_per_node': gpus} if run.kind == 'train' and gpus else {}),
                 **({'slurm_partition': partition} if partition else {}),
             )
             job = executor.submit(SlurmCommand(run, run.command(), steps))
