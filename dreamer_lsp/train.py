@@ -67,6 +67,8 @@ def check_config(config):
     if not config.logdir:
         raise ConfigError('--logdir is required: the directory the run writes everything to')
     check_task(config.task)
+    if config.precision not in (16, 32):
+        raise ConfigError(f'precision must be 16 or 32, got {config.precision}')
     if config.obs_type not in OBS_TYPES:
         raise ConfigError(
             f'obs_type {config.obs_type!r} is invalid; {closest_names(config.obs_type, OBS_TYPES)}'

@@ -128,6 +128,7 @@ def _check_only(*args):
             'closest valid: dmc_quadruped_getup_reach',
         ),
         (['--obs_type', 'pixel'], "obs_type 'pixel' is invalid; closest valid: pixels"),
+        (['--precision', '8'], 'precision must be 16 or 32, got 8'),
         (
             ['--configs', 'dmc_propio'],
             "unknown config block 'dmc_propio'; closest valid: dmc_proprio",
