@@ -33,26 +33,27 @@ def test_discounted_returns_match_a_hand_computation():
     )
 
 
+DEBUG_RUN = ('--configs', 'dmc_proprio', 'dreamer', 'debug', '--steps', '600')
+
+
+def run_program(*command):
+    env = dict(os.environ, MUJOCO_GL=os.environ.get('MUJOCO_GL', 'egl'))
+    result = subprocess.run(
+        [sys.executable, *command], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def train_lines(logdir):
+    lines = (logdir / 'metrics.jsonl').read_text().splitlines()
+    return [line for line in map(json.loads, lines) if 'train/model_loss' in line]
+
+
 @pytest.fixture(scope='module')
 def diagnosed_run(tmp_path_factory):
     logdir = tmp_path_factory.mktemp('diagnose')
-    command = [
-        sys.executable,
-        str(ROOT / 'tools' / 'diagnose_learning.py'),
-        '--configs',
-        'dmc_proprio',
-        'dreamer',
-        'debug',
-        '--steps',
-        '600',
-        '--logdir',
-        str(logdir),
-        '--probe-every',
-        '3',
-    ]
-    env = dict(os.environ, MUJOCO_GL=os.environ.get('MUJOCO_GL', 'egl'))
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    tool = str(ROOT / 'tools' / 'diagnose_learning.py')
+    run_program(tool, *DEBUG_RUN, '--logdir', str(logdir), '--probe-every', '3')
     lines = (logdir / 'diagnostics.jsonl').read_text().splitlines()
     return logdir, [json.loads(line) for line in lines]
 
@@ -82,6 +83,16 @@ def test_the_real_value_is_the_discounted_return_of_the_newest_episode(diagnosed
     real = diagnose_learning.discounted_returns(reward, 0.99)[: len(reward) // 2].mean()
     assert last['value_real'] == pytest.approx(real)
     assert last['reward_real'] == pytest.approx(reward.mean())
+
+
+def test_probes_leave_training_on_the_random_stream_of_an_unprobed_run(diagnosed_run, tmp_path):
+    logdir, _ = diagnosed_run
+    run_program('-m', 'dreamer_lsp', *DEBUG_RUN, '--logdir', str(tmp_path / 'plain'))
+    probed, plain = train_lines(logdir), train_lines(tmp_path / 'plain')
+    assert len(probed) == len(plain) >= 2
+    for a, b in zip(probed, plain):
+        assert a['train/model_loss'] == pytest.approx(b['train/model_loss'], rel=1e-4)
+        assert a['train/actor_loss'] == pytest.approx(b['train/actor_loss'], rel=1e-4, abs=1e-6)
 
 
 def test_the_check_reports_every_seed_and_fails_unless_all_pass(tmp_path, capsys):

@@ -18,7 +18,9 @@ updates, compares what the agent believes with what happened in the newest train
 - `actor_mean_abs`, `actor_std`, `actor_saturated`: the actor's pre-tanh mean and std on the
   posterior states and on imagined states, and the share of tanh(mean) beyond ±0.99.
 
-Each probe is one line of `<logdir>/diagnostics.jsonl` with `updates` and `step`.
+Each probe is one line of `<logdir>/diagnostics.jsonl` with `updates` and `step`. Probes leave
+the agent's random generator as they found it, so training follows the same random stream as a
+run of the same seed without probes.
 """
 
 import json
@@ -89,7 +91,11 @@ def make_probe(agent):
 def probe_episode(agent, probe, episode):
     """Scalars comparing `agent`'s predictions with one real episode (see the module doc)."""
     obs = episode[agent.world_model.obs_key]
+    # The probe samples from the agent's generator; restoring its state afterwards keeps the
+    # probed run on the same random stream as the same seed without probes.
+    generator_state = agent.rng.state.numpy()
     out = {k: v.numpy() for k, v in probe(obs, episode['action']).items()}
+    agent.rng.state.assign(generator_state)
     reward = episode['reward'].astype(np.float64)
     half = len(reward) // 2
     real_value = discounted_returns(reward, agent.config.discount)
