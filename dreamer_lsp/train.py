@@ -20,10 +20,10 @@ from dreamer_lsp.envs import OBS_TYPES, TASKS, ProcessEnv, WorkerError
 from dreamer_lsp.replay import episode_files
 
 CHECKPOINT_DIR = 'checkpoint'
+ENV_ERROR_LOG = 'env_errors.log'
 # Exit codes: a bad config (before anything is written), a diverged run.
 CONFIG_EXIT_CODE = 2
 DIVERGED_EXIT_CODE = 3
-ENV_ERROR_LOG = 'env_errors.log'
 
 
 STOP_REQUESTED = threading.Event()
@@ -173,7 +173,8 @@ class Trainer:
         self._loss_scaling = self.agent.model_opt.loss_scaling
         weights = self.agent.trainable_variables
         self._weights_finite = tf.function(
-            lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in weights])
+            lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in weights]),
+            autograph=False,
         )
         if not self._restore():
             self._start_transfer()

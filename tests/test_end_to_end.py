@@ -97,6 +97,7 @@ def test_a_run_writes_every_logdir_artifact(finished_run):
     assert 'nan' not in result.stdout.lower()
     if not nvidia_driver_present():
         assert 'cuInit' not in result.stderr and 'cuda' not in result.stderr.lower()
+    assert 'I0000' not in result.stderr and 'WARNING:tensorflow' not in result.stderr
 
 
 def test_rerunning_a_finished_run_does_nothing_new(finished_run):
