@@ -5,9 +5,10 @@ before TensorFlow loads. A user's own value of each variable always wins.
 
 TensorFlow 2.21 writes some of its C++ log lines before its log level applies: on a machine
 without a GPU, an INFO line that no CUDA driver was found and an ERROR line `failed call to
-cuInit`, although nothing failed. Unless the user set `TF_CPP_MIN_LOG_LEVEL`, those lines are
-dropped while TensorFlow loads and finds its devices; every other line passes, and the cuInit
-line is kept when an NVIDIA driver is installed (then it is a real error).
+cuInit`, although nothing failed. While TensorFlow loads and finds its devices, those lines are
+dropped unless `TF_CPP_MIN_LOG_LEVEL` asks for INFO or WARNING lines (0 or 1); every other line
+passes, and the cuInit line is kept when an NVIDIA driver is installed (then it is a real error).
+The level is 2 unless the user set it, and then it is never changed.
 """
 
 import contextlib
@@ -20,8 +21,7 @@ import threading
 # oneDNN makes the pixel decoder's transposed convolutions ~60x faster on CPUs where TensorFlow
 # leaves it off by default (whole pixel update: 63 s -> 10 s on a 2-core machine).
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
-_USER_LOG_LEVEL = 'TF_CPP_MIN_LOG_LEVEL' in os.environ
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+_LOG_LEVEL = os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # absl's INFO lines ("I0000 00:00:..."), and the notice absl prints before its first lines.
 _INFO_LINES = re.compile(rb'^(I\d{4} |WARNING: All log messages before absl::InitializeLog)')
@@ -60,7 +60,7 @@ def _stderr_without(*patterns):
 
 
 def _quiet_start():
-    if _USER_LOG_LEVEL:
+    if _LOG_LEVEL.strip() in ('0', '1'):
         return contextlib.nullcontext()
     if nvidia_driver_present():
         return _stderr_without(_INFO_LINES)

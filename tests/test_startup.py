@@ -44,6 +44,8 @@ def test_a_users_log_level_is_kept_and_honoured():
     assert result.stdout.split()[0] == '0'
     # The user asked for everything: TensorFlow's own start lines are not filtered.
     assert 'I0000' in result.stderr
+    result = import_tensorflow(TF_CPP_MIN_LOG_LEVEL='3')
+    assert result.stdout.split()[0] == '3' and 'I0000' not in result.stderr
 
 
 def test_filtered_stderr_passes_every_other_line(capfd):
