@@ -125,3 +125,13 @@ def test_the_check_reports_every_seed_and_fails_unless_all_pass(tmp_path, capsys
     assert 'FAIL' in capsys.readouterr().out
     passing = dreamer[::2]
     assert check.report(passing, tmp_path) == 0
+
+
+def test_the_plot_draws_every_run_as_a_png(diagnosed_run, tmp_path):
+    logdir, _ = diagnosed_run
+    out = tmp_path / 'diagnosis.png'
+    diagnose_learning.main(['--plot', str(logdir), str(logdir), '--out', str(out)])
+    assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    with pytest.raises(SystemExit) as exit_info:
+        diagnose_learning.main(['--plot', str(logdir)])
+    assert exit_info.value.code == 2

@@ -18,6 +18,9 @@ updates, compares what the agent believes with what happened in the newest train
 - `actor_mean_abs`, `actor_std`, `actor_saturated`: the actor's pre-tanh mean and std on the
   posterior states and on imagined states, and the share of tanh(mean) beyond ±0.99.
 
+    .venv/bin/python tools/diagnose_learning.py --plot runs/diagnose/b8_s1 runs/diagnose/b8_s0 \
+        --out diagnosis.png
+
 Each probe is one line of `<logdir>/diagnostics.jsonl` with `updates` and `step`. Probes leave
 the agent's random generator as they found it, so training follows the same random stream as a
 run of the same seed without probes.
@@ -126,9 +129,58 @@ def probe_episode(agent, probe, episode):
     )
 
 
+PANELS = (
+    (
+        'value',
+        ('value_pred', 'imag_value', 'value_real'),
+        ('value on real states', 'imagined value', 'real discounted return'),
+    ),
+    ('actor std before tanh', ('actor_std',), ('',)),
+    ('actor |mean| before tanh', ('actor_mean_abs',), ('',)),
+    ('reward per step', ('imag_reward', 'reward_real'), ('imagined', 'real')),
+)
+
+
+def plot(logdirs, out):
+    """One column of panels per run directory's diagnostics.jsonl, over updates, as a PNG."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(
+        len(PANELS), len(logdirs), figsize=(3.2 * len(logdirs), 2.2 * len(PANELS)), squeeze=False
+    )
+    for column, logdir in enumerate(logdirs):
+        path = pathlib.Path(logdir) / 'diagnostics.jsonl'
+        probes = [json.loads(line) for line in path.read_text().splitlines()]
+        updates = [probe['updates'] for probe in probes]
+        axes[0, column].set_title(pathlib.Path(logdir).name, fontsize=9)
+        for row, (title, keys, labels) in enumerate(PANELS):
+            axis = axes[row, column]
+            for key, label in zip(keys, labels):
+                axis.plot(updates, [probe[key] for probe in probes], label=label or None)
+            axis.set_ylabel(title, fontsize=8)
+            axis.tick_params(labelsize=7)
+            if column == 0 and len(keys) > 1:
+                axis.legend(fontsize=6)
+        axes[-1, column].set_xlabel('updates', fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+
+
 def main(argv=None):
-    """Train with probes; flags are the trainer's plus `--probe-every N` (updates)."""
+    """Train with probes; flags are the trainer's plus `--probe-every N` (updates).
+
+    `--plot LOGDIR ... --out PNG` draws the probes of finished runs instead.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == '--plot':
+        if '--out' not in argv or argv.index('--out') + 2 != len(argv) or len(argv) < 4:
+            print('error: usage: --plot LOGDIR [LOGDIR ...] --out PNG', file=sys.stderr)
+            sys.exit(2)
+        plot(argv[1:-2], argv[-1])
+        return
     probe_every = 20
     if '--probe-every' in argv:
         index = argv.index('--probe-every')
