@@ -6,20 +6,25 @@
 #   docker/check.sh                       # build, smoke tests, then the whole test suite
 #   docker/check.sh tests/test_config.py  # arguments go to pytest instead of the whole suite
 #   CHECK_QUICK=1 docker/check.sh         # a quick subset of the suite (see QUICK_TESTS below)
+#   TF_VARIANT=gpu CHECK_QUICK=1 docker/check.sh   # the GPU image (CUDA wheels), on any machine
 #
 # Steps: install podman, debootstrap and runc if missing (apt-get); docker/build_base.sh; find
 # podman run options that work on this machine; build the Dockerfile with
-# BASE_IMAGE=localhost/dreamer-lsp-base:bookworm and TF_VARIANT=cpu; then, in the image: the
-# entrypoint's --help, a MuJoCo render with EGL and with OSMesa (-e MUJOCO_GL=osmesa), a short
-# LSP training run through the entrypoint as an arbitrary uid into a bind-mounted /logs (as the
-# README's `docker run --user ... -v ...:/logs`), and pytest as the image's non-root user.
+# BASE_IMAGE=localhost/dreamer-lsp-base:bookworm and TF_VARIANT (cpu by default); then, in the
+# image: the entrypoint's --help, TensorFlow's devices and, for gpu, its CUDA libraries (with no
+# GPU here it must say so without an error line), a MuJoCo render with EGL and with OSMesa
+# (-e MUJOCO_GL=osmesa), a short LSP training run in float32 through the entrypoint as an
+# arbitrary uid into a bind-mounted /logs (as the README's `docker run --user ... -v
+# ...:/logs`), and pytest as the image's non-root user.
 # Exit code 0 only if every step passed. The image is kept (named $IMAGE), so a rerun uses the
 # layer cache; add NO_CACHE=1 for a clean build. Disk: vfs keeps every layer as a full copy
-# (15-20 GB under /var/lib/containers after a build); `podman --storage-driver vfs image
-# prune -f` frees the intermediate layers, and with them the layer cache.
+# (15-20 GB under /var/lib/containers after a CPU build, about twice that for gpu), and every
+# `podman run` copies the image once more; `podman --storage-driver vfs image prune -f` frees
+# the intermediate layers, and with them the layer cache.
 #
 # Environment (all optional):
-#   IMAGE            tag to build                       (default: dreamer-lsp:cpu-check)
+#   TF_VARIANT       cpu or gpu (CUDA wheels)           (default: cpu)
+#   IMAGE            tag to build                       (default: dreamer-lsp:<variant>-check)
 #   BASE_SUITE       Debian suite of the local base     (default: bookworm)
 #   PODMAN           podman command line                (default: "podman --storage-driver vfs")
 #   BUILD_ISOLATION  podman build --isolation           (default: chroot; needs no OCI runtime)
@@ -34,7 +39,11 @@ cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 SUITE="${BASE_SUITE:-bookworm}"
 BASE="localhost/dreamer-lsp-base:${SUITE}"
-IMAGE="${IMAGE:-dreamer-lsp:cpu-check}"
+VARIANT="${TF_VARIANT:-cpu}"
+if [[ "$VARIANT" != cpu && "$VARIANT" != gpu ]]; then
+  echo "check.sh: TF_VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 2
+fi
+IMAGE="${IMAGE:-dreamer-lsp:${VARIANT}-check}"
 PODMAN_CMD="${PODMAN:-podman --storage-driver vfs}"
 read -r -a PODMAN <<< "$PODMAN_CMD"
 BUILD_ISOLATION="${BUILD_ISOLATION:-chroot}"
@@ -99,9 +108,9 @@ done
 ok "podman run as: ${RUN[*]}"
 
 # ---------------------------------------------------------------------------------------------
-step "build $IMAGE (TF_VARIANT=cpu, BASE_IMAGE=$BASE)"
+step "build $IMAGE (TF_VARIANT=$VARIANT, BASE_IMAGE=$BASE)"
 build=("${PODMAN[@]}" build --isolation "$BUILD_ISOLATION" --build-arg "BASE_IMAGE=$BASE"
-       --build-arg TF_VARIANT=cpu -t "$IMAGE" -f Dockerfile)
+       --build-arg "TF_VARIANT=$VARIANT" -t "$IMAGE" -f Dockerfile)
 [[ "$BUILD_ISOLATION" == chroot ]] || build+=("${ULIMITS[@]}")
 # pip inside the build trusts only Debian's CA list; hand it this machine's bundle as a build
 # secret so that a TLS-intercepting proxy trusted here is trusted there too (nothing is stored).
@@ -136,6 +145,38 @@ sed -n '1,3p' "$LOGDIR/help.log" | cut -c1-110 | sed 's/^/  | /'
 ok "--help through the entrypoint (tini -- python -m dreamer_lsp)"
 
 # ---------------------------------------------------------------------------------------------
+step "TensorFlow in the image: devices$([[ $VARIANT == gpu ]] && echo ', CUDA libraries')"
+# The project's import (dreamer_lsp._tf) as the program does it; stderr must hold no error line:
+# without a GPU, TensorFlow's own "failed call to cuInit" is expected noise and must not show.
+# shellcheck disable=SC2016  # expanded by Python
+probe='import glob, os, sys
+from dreamer_lsp._tf import GPUS, tf
+info = tf.sysconfig.get_build_info()
+print("  TensorFlow %s, built with CUDA %s, cuDNN %s; GPUs: %d"
+      % (tf.__version__, info.get("cuda_version"), info.get("cudnn_version"), len(GPUS)))
+if sys.argv[1] == "gpu":
+    import nvidia
+    root = os.path.dirname(list(nvidia.__path__)[0])
+    for name in ("libcudart.so.12", "libcublas.so.12", "libcudnn.so.9", "libcufft.so.11",
+                 "libcusolver.so.11", "libcusparse.so.12", "libnccl.so.2"):
+        found = glob.glob(os.path.join(root, "nvidia", "*", "lib", name))
+        assert found, name + " is missing"
+        print("  " + os.path.relpath(found[0], root))
+    assert info.get("is_cuda_build"), "not a CUDA build of TensorFlow"
+if not GPUS:
+    print("  no GPU: TensorFlow runs on the CPU")'
+"${RUN[@]}" --entrypoint python "$IMAGE" -c "$probe" "$VARIANT" \
+  > "$LOGDIR/tensorflow.log" 2> "$LOGDIR/tensorflow.err" \
+  || { cat "$LOGDIR/tensorflow.log" "$LOGDIR/tensorflow.err" >&2; fail "TensorFlow in the image"; }
+cat "$LOGDIR/tensorflow.log"
+if grep -E '^(E[0-9]{4} |F[0-9]{4} |Traceback)' "$LOGDIR/tensorflow.err" >&2; then
+  fail "TensorFlow printed error lines while starting (above)"
+fi
+stderr_lines="$(wc -l < "$LOGDIR/tensorflow.err")"
+ok "TensorFlow imports$([[ $VARIANT == gpu ]] && echo ' with its CUDA libraries');" \
+   "no error line ($stderr_lines stderr lines)"
+
+# ---------------------------------------------------------------------------------------------
 step "the image's user and packages; headless MuJoCo: EGL (default), OSMesa (-e MUJOCO_GL=osmesa)"
 # os._exit: with OSMesa, dm_control's own exit hooks print spurious tracebacks about its render
 # thread being shut down already (harmless; the render above is what is checked).
@@ -158,14 +199,19 @@ os._exit(0)'
 ok "EGL and OSMesa render"
 
 # ---------------------------------------------------------------------------------------------
-step "entrypoint: short LSP training run (debug block), --user 4321:4321, host folder on /logs"
+step "entrypoint: short LSP run (debug block, float32), --user 4321:4321, host folder on /logs"
 runs="$LOGDIR/runs"
 rm -rf "$runs"; mkdir -p "$runs"; chown 4321:4321 "$runs"
 t0=$SECONDS
 "${RUN[@]}" --user 4321:4321 -v "$runs:/logs" "$IMAGE" \
   --configs debug dmc_proprio lsp --logdir /logs/smoke \
   > "$LOGDIR/train.log" 2>&1 || { tail -n 30 "$LOGDIR/train.log" >&2; fail "training run"; }
-tail -n 3 "$LOGDIR/train.log" | sed 's/^/  | /'
+head -n 4 "$LOGDIR/train.log" | cut -c1-110 | sed 's/^/  | /'
+echo '  | ...'
+tail -n 3 "$LOGDIR/train.log" | cut -c1-110 | sed 's/^/  | /'
+if grep -E 'cuInit|^E[0-9]{4} |Traceback' "$LOGDIR/train.log" >&2; then
+  fail "error lines in the training run's output (above)"
+fi
 # shellcheck disable=SC2012  # a listing for the reader
 ( cd "$runs/smoke" && ls -ln | sed 's/^/  /' &&
   test -s config.yaml && test -s metrics.jsonl && test -f checkpoint/latest &&
