@@ -32,7 +32,9 @@ METHOD_STYLES = {
     'lsp_fixed_policy': ('LSP (fixed policy)', '#ff7f0e'),
     'no_mi': ('no_MI', '#9467bd'),
     'dreamer': ('Dreamer', '#1f77b4'),
-    'hiro': ('HIRO', '#2ca02c'),
+    # The paper's HRL baseline as built here: an amortised Gaussian high-level policy over skills,
+    # not Nachum et al.'s HIRO with subgoals.
+    'hiro': ('amortised high level ("HIRO")', '#2ca02c'),
     'random_skills': ('Random Skills', '#8c564b'),
     'randskills_inp': ('RandSkillsInp', '#e377c2'),
 }
