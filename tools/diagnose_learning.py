@@ -39,13 +39,16 @@ from dreamer_lsp.config import ConfigError  # noqa: E402
 
 
 def discounted_returns(reward, discount):
-    """Σ_k γ^k r_{t+k} for every t of a 1-D reward sequence (no bootstrap after the end)."""
-    returns = np.zeros_like(reward, dtype=np.float64)
-    running = 0.0
-    for t in reversed(range(len(reward))):
-        running = reward[t] + discount * running
-        returns[t] = running
-    return returns
+    """Σ_k γ^k r_{t+k} for every t of a 1-D reward sequence (no bootstrap after the end).
+
+    The λ-return with λ = 1, zero values and a zero bootstrap [D eq. 6].
+    """
+    from dreamer_lsp._tf import tf
+    from dreamer_lsp.utils import lambda_return
+
+    reward = tf.constant(reward, tf.float64)
+    zeros = tf.zeros_like(reward)
+    return lambda_return(reward, zeros, discount * tf.ones_like(reward), zeros[0], 1.0).numpy()
 
 
 def make_probe(agent):
