@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from ruamel.yaml import YAML, YAMLError
 
 LAYOUT = '<root>/<task>/<method>/<seed>/metrics.jsonl'
 PUBLISHED_DEFAULT = (
@@ -50,50 +51,17 @@ class Run:
     config: dict = field(default_factory=dict)
 
 
-def _scalar(text):
-    """A YAML scalar as int, float, bool, None or str."""
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in '\'"':
-        return text[1:-1]
-    lowered = text.lower()
-    if lowered in ('', '~', 'null'):
-        return None
-    if lowered in ('true', 'false'):
-        return lowered == 'true'
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def read_config(path):
-    """The nested mappings of a block-style ``config.yaml`` (what runs write); {} if missing.
-
-    A minimal reader so that the tools need no YAML package: ``key: value`` lines nested by
-    indentation; list items and comments are ignored.
-    """
+    """The mappings of a run's ``config.yaml``; {} (with a warning if unreadable) if missing."""
     path = Path(path)
     if not path.is_file():
         return {}
-    root = {}
-    stack = [(-1, root)]
-    for line in path.read_text().splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith(('#', '-')) or ':' not in stripped:
-            continue
-        indent = len(line) - len(line.lstrip(' '))
-        key, _, value = stripped.partition(':')
-        while stack[-1][0] >= indent:
-            stack.pop()
-        parent = stack[-1][1]
-        if value.strip():
-            parent[key.strip()] = _scalar(value)
-        else:
-            parent[key.strip()] = {}
-            stack.append((indent, parent[key.strip()]))
-    return root
+    try:
+        config = YAML(typ='safe').load(path.read_text())
+    except YAMLError as exc:
+        warn(f'{path} is not valid YAML, read as empty: {" ".join(str(exc).split())}')
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def read_metrics(path):
