@@ -8,12 +8,9 @@ through the same wrappers as training. Never imports TensorFlow.
 
 import argparse
 import os
-import pathlib
-import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
 from dreamer_lsp.envs import make_env  # noqa: E402

@@ -13,7 +13,8 @@ def test_benchmark_smoke(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            'tools/benchmark.py',
+            '-m',
+            'tools.benchmark',
             '--blocks',
             'debug',
             '--repeats',

@@ -1,8 +1,5 @@
 """LSP components with real TensorFlow graphs and the `debug` sizes."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -10,9 +7,7 @@ from dreamer_lsp import config as config_lib
 from dreamer_lsp._tf import tf
 from dreamer_lsp.agents import make_agent
 from dreamer_lsp.lsp import LSP, cross_entropy_method, refit
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tools.acting_cem_noise import measure  # noqa: E402
+from tools.acting_cem_noise import measure
 
 SPACE = {'features': ((5,), np.float32)}
 

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tools import plot, scores
 
-from tools import plot, scores  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 WALK, GETUP = 'dmc_walker_walk', 'dmc_quadruped_getup_walk'
 # test/return per run as {step: value}; seeds of unequal lengths.
@@ -211,9 +210,10 @@ def test_trajectory_budget_and_skill_starts(sweep):
 
 def test_missing_root_exits_2_with_one_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / 'plot.py'), 'table', '--root', str(tmp_path / 'x')],
+        [sys.executable, '-m', 'tools.plot', 'table', '--root', str(tmp_path / 'x')],
         capture_output=True,
         text=True,
+        cwd=ROOT,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

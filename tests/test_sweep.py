@@ -1,4 +1,4 @@
-"""The sweep launcher (tools/sweep.py) and the paper-experiment scripts built on it."""
+"""The sweep launcher (tools.sweep) and the paper-experiment scripts built on it."""
 
 import dataclasses
 import fcntl
@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from dreamer_lsp import config as config_lib
+from tools import sweep
 
-from dreamer_lsp import config as config_lib  # noqa: E402
-from tools import sweep  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPTS = ROOT / 'scripts' / 'experiments'
 SEEDS = {0, 1, 2}

@@ -1,6 +1,6 @@
 """How noisy acting-time CEM is with 1 or several imagined rollouts (particles) per proposal.
 
-    .venv/bin/python tools/acting_cem_noise.py --run runs/lsp --particles 1 4 16
+    .venv/bin/python -m tools.acting_cem_noise --run runs/lsp --particles 1 4 16
 
 Loads a skill run's checkpoint, filters `--warmup` real observations of its task (actions from
 the low-level actor with a fixed skill) to get one current latent state, and from that state,
@@ -22,13 +22,11 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from dreamer_lsp import config as config_lib  # noqa: E402
-from dreamer_lsp.config import ConfigError  # noqa: E402
-from dreamer_lsp.envs import ProcessEnv  # noqa: E402
-from dreamer_lsp.train import env_kwargs  # noqa: E402
-from tools.skill_rollouts import load_agent  # noqa: E402
+from dreamer_lsp import config as config_lib
+from dreamer_lsp.config import ConfigError
+from dreamer_lsp.envs import ProcessEnv
+from dreamer_lsp.train import env_kwargs
+from tools.skill_rollouts import load_agent
 
 
 def current_latent(agent, env, steps, seed):

@@ -1,10 +1,10 @@
 """Benchmark the agent at paper size on this machine and print (and save) the figures.
 
-    .venv/bin/python tools/benchmark.py                    # everything, paper size
-    .venv/bin/python tools/benchmark.py --only update_dreamer_features cem --repeats 3
-    .venv/bin/python tools/benchmark.py --json runs/benchmark.json
-    .venv/bin/python tools/benchmark.py --only memory --memory-updates 1000
-    .venv/bin/python tools/benchmark.py --only update_dreamer_pixels --profile runs/profile
+    .venv/bin/python -m tools.benchmark                    # everything, paper size
+    .venv/bin/python -m tools.benchmark --only update_dreamer_features cem --repeats 3
+    .venv/bin/python -m tools.benchmark --json runs/benchmark.json
+    .venv/bin/python -m tools.benchmark --only memory --memory-updates 1000
+    .venv/bin/python -m tools.benchmark --only update_dreamer_pixels --profile runs/profile
 
 Figures are medians (min-max) over `--repeats` timed runs after `--warmup` untimed ones:
 seconds per train update (Dreamer and LSP, features and pixels, batch 50x50), the CEM call alone
@@ -25,18 +25,15 @@ import os
 import pathlib
 import resource
 import statistics
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from dreamer_lsp import config as config_lib  # noqa: E402
-from dreamer_lsp._tf import tf  # noqa: E402
-from dreamer_lsp.agents import make_agent  # noqa: E402
-from dreamer_lsp.dreamer import compute_dtype  # noqa: E402
-from dreamer_lsp.envs import ProcessEnv  # noqa: E402
+from dreamer_lsp import config as config_lib
+from dreamer_lsp._tf import tf
+from dreamer_lsp.agents import make_agent
+from dreamer_lsp.dreamer import compute_dtype
+from dreamer_lsp.envs import ProcessEnv
 
 FEATURE_SIZE = 78  # quadruped walk
 ACTION_SIZE = 12

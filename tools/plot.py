@@ -1,11 +1,11 @@
 """Regenerate the paper's figures and score tables from a sweep's logdirs.
 
-    python tools/plot.py curves --root ROOT --out figures/fig4        # Fig. 4, learning curves
-    python tools/plot.py ablation --root ROOT --out figures/fig6b     # Fig. 6b, MI ablation
-    python tools/plot.py transfer --root ROOT --out figures/fig9      # Fig. 5 / 9, transfer
-    python tools/plot.py trajectories --run RUN --out figures/fig8    # Fig. 8 / 1, root paths
-    python tools/plot.py export --root ROOT --out scores.json         # published score format
-    python tools/plot.py table --root ROOT                            # final scores, markdown
+    python -m tools.plot curves --root ROOT --out figures/fig4        # Fig. 4, learning curves
+    python -m tools.plot ablation --root ROOT --out figures/fig6b     # Fig. 6b, MI ablation
+    python -m tools.plot transfer --root ROOT --out figures/fig9      # Fig. 5 / 9, transfer
+    python -m tools.plot trajectories --run RUN --out figures/fig8    # Fig. 8 / 1, root paths
+    python -m tools.plot export --root ROOT --out scores.json         # published score format
+    python -m tools.plot table --root ROOT                            # final scores, markdown
 
 Figures are written as ``<out>.png`` and ``<out>.pdf``. Errors are one line with exit code 2.
 """
@@ -20,10 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.collections import LineCollection
 
-try:
-    from tools import scores
-except ImportError:  # run as a script: tools/ itself is on sys.path
-    import scores
+from tools import scores
 
 plt.switch_backend('Agg')
 
@@ -263,7 +260,9 @@ def _root_args(parser, metric, bin_size, max_steps):
 def build_parser():
     """The command-line interface."""
     parser = argparse.ArgumentParser(
-        prog='tools/plot.py', description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        prog='python -m tools.plot',
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     commands = parser.add_subparsers(dest='command', required=True)
     curves = commands.add_parser('curves', help='Fig. 4: learning curves per task')

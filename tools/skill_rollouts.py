@@ -1,6 +1,6 @@
 """Fig. 7 / Fig. 10: rollouts of different skills from one initial state, in frames and in motion.
 
-    .venv/bin/python tools/skill_rollouts.py --run runs/lsp_walker --out figures/fig7.png
+    .venv/bin/python -m tools.skill_rollouts --run runs/lsp_walker --out figures/fig7.png
 
 Loads a skill run's checkpoint, resets its task to the same initial physics state for every
 rollout, and runs the low-level actor with one skill z ~ N(0, I) held fixed in the real simulator
@@ -24,12 +24,10 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from dreamer_lsp import config as config_lib  # noqa: E402
-from dreamer_lsp.config import ConfigError  # noqa: E402
-from dreamer_lsp.envs import ProcessEnv  # noqa: E402
-from dreamer_lsp.train import env_kwargs  # noqa: E402
+from dreamer_lsp import config as config_lib
+from dreamer_lsp.config import ConfigError
+from dreamer_lsp.envs import ProcessEnv
+from dreamer_lsp.train import env_kwargs
 
 
 def run_skill(agent, env, skill, steps, initial_state, sample):

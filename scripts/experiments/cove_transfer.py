@@ -7,8 +7,8 @@ Dreamer (from the Dreamer source), three seeds, features.
 
     python scripts/experiments/cove_transfer.py --dry-run
     python scripts/experiments/cove_transfer.py --parallel 2 --gpus 0,1
-    python tools/plot.py transfer --root runs/cove --tasks dmc_quadruped_cove --out figures/fig9
-    python tools/plot.py trajectories --run runs/cove/dmc_quadruped_cove/dreamer/0 \\
+    python -m tools.plot transfer --root runs/cove --tasks dmc_quadruped_cove --out figures/fig9
+    python -m tools.plot trajectories --run runs/cove/dmc_quadruped_cove/dreamer/0 \\
         runs/cove/dmc_quadruped_cove/lsp_fixed_policy/0 --steps 40000 --out figures/fig8
 
 --smoke runs the LSP source and the fixed-policy target, seed 0, at a tiny budget.
@@ -17,6 +17,7 @@ Dreamer (from the Dreamer source), three seeds, features.
 import sys
 from pathlib import Path
 
+# Run by path, which puts scripts/experiments/ on sys.path but not the root that holds tools/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tools import sweep  # noqa: E402

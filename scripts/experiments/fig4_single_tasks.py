@@ -6,7 +6,7 @@ image-based tasks (§4.2, "it cannot scale directly to work with image based obs
 
     python scripts/experiments/fig4_single_tasks.py --dry-run
     python scripts/experiments/fig4_single_tasks.py --parallel 2 --gpus 0,1
-    python tools/plot.py curves --root runs/fig4 --out figures/fig4
+    python -m tools.plot curves --root runs/fig4 --out figures/fig4
 
 --smoke trains LSP on quadruped walk (features), seed 0, at a tiny budget.
 """
@@ -14,6 +14,7 @@ image-based tasks (§4.2, "it cannot scale directly to work with image based obs
 import sys
 from pathlib import Path
 
+# Run by path, which puts scripts/experiments/ on sys.path but not the root that holds tools/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tools import sweep  # noqa: E402

@@ -13,7 +13,7 @@ target is relabeled alike so that the targets differ only in the method).
 
     python scripts/experiments/fig5_transfer.py --dry-run
     python scripts/experiments/fig5_transfer.py --parallel 2 --gpus 0,1
-    python tools/plot.py transfer --root runs/fig5 \\
+    python -m tools.plot transfer --root runs/fig5 \\
         --tasks dmc_quadruped_getup_reach dmc_quadruped_reach --out figures/fig5
 
 --smoke runs the Walk -> Reach chain of LSP with a fixed policy, seed 0: the LSP source, the
@@ -23,6 +23,7 @@ relabeling and the target, at a tiny budget.
 import sys
 from pathlib import Path
 
+# Run by path, which puts scripts/experiments/ on sys.path but not the root that holds tools/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tools import sweep  # noqa: E402

@@ -4,7 +4,7 @@ LSP, LSP without the MI intrinsic reward (no_MI) and Dreamer, features, 1M steps
 
     python scripts/experiments/fig6b_ablation.py --dry-run
     python scripts/experiments/fig6b_ablation.py --parallel 3 --gpus 0,1,2
-    python tools/plot.py ablation --root runs/fig6b --out figures/fig6b
+    python -m tools.plot ablation --root runs/fig6b --out figures/fig6b
 
 --smoke trains no_MI, seed 0, at a tiny budget.
 """
@@ -12,6 +12,7 @@ LSP, LSP without the MI intrinsic reward (no_MI) and Dreamer, features, 1M steps
 import sys
 from pathlib import Path
 
+# Run by path, which puts scripts/experiments/ on sys.path but not the root that holds tools/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tools import sweep  # noqa: E402

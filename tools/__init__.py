@@ -1,0 +1,1 @@
+"""Figures, sweeps, benchmarks and diagnostics; run each as ``python -m tools.<name>``."""
