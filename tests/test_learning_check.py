@@ -1,4 +1,4 @@
-"""The learning diagnostics (tools/diagnose_learning.py) and the multi-seed learning check."""
+"""The learning diagnostics (tools.diagnose_learning) and the multi-seed learning check."""
 
 import importlib.util
 import json
@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from dreamer_lsp.replay import load_episode
+from tools import diagnose_learning
 
-from dreamer_lsp.replay import load_episode  # noqa: E402
-from tools import diagnose_learning  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_script(name):
@@ -52,8 +51,9 @@ def train_lines(logdir):
 @pytest.fixture(scope='module')
 def diagnosed_run(tmp_path_factory):
     logdir = tmp_path_factory.mktemp('diagnose')
-    tool = str(ROOT / 'tools' / 'diagnose_learning.py')
-    run_program(tool, *DEBUG_RUN, '--logdir', str(logdir), '--probe-every', '3')
+    run_program(
+        '-m', 'tools.diagnose_learning', *DEBUG_RUN, '--logdir', str(logdir), '--probe-every', '3'
+    )
     lines = (logdir / 'diagnostics.jsonl').read_text().splitlines()
     return logdir, [json.loads(line) for line in lines]
 
@@ -125,6 +125,21 @@ def test_the_check_reports_every_seed_and_fails_unless_all_pass(tmp_path, capsys
     assert 'FAIL' in capsys.readouterr().out
     passing = dreamer[::2]
     assert check.report(passing, tmp_path) == 0
+
+
+def test_the_regime_picks_the_batch_and_the_default_root(tmp_path):
+    check = load_script('learning_check')
+    regime, argv = check.split_regime(['--methods', 'dreamer', '--regime', 'batch50'])
+    assert regime == 'batch50'
+    assert argv == ['--root', 'runs/learning_check/batch50', '--methods', 'dreamer']
+    assert all(run.args[-2:] == ('--batch_size', '50') for run in check.grid(tmp_path, regime))
+    assert check.split_regime(['--root', 'elsewhere']) == (
+        'batch8',
+        ['--root', 'runs/learning_check/batch8', '--root', 'elsewhere'],
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        check.split_regime(['--regime', 'batch9'])
+    assert exit_info.value.code == 2
 
 
 def test_the_plot_draws_every_run_as_a_png(diagnosed_run, tmp_path):

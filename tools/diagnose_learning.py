@@ -1,6 +1,6 @@
 """Learning diagnostics: trains a Dreamer run and probes it against the real episodes.
 
-    .venv/bin/python tools/diagnose_learning.py --configs dmc_proprio dreamer learning_check \
+    .venv/bin/python -m tools.diagnose_learning --configs dmc_proprio dreamer learning_check \
         --seed 1 --threads 1 --steps 8000 --logdir runs/diagnose/b8_s1 --probe-every 20
 
 Runs the normal training loop (same logdir layout, resumable) and, every `--probe-every`
@@ -18,7 +18,7 @@ updates, compares what the agent believes with what happened in the newest train
 - `actor_mean_abs`, `actor_std`, `actor_saturated`: the actor's pre-tanh mean and std on the
   posterior states and on imagined states, and the share of tanh(mean) beyond ±0.99.
 
-    .venv/bin/python tools/diagnose_learning.py --plot runs/diagnose/b8_s1 runs/diagnose/b8_s0 \
+    .venv/bin/python -m tools.diagnose_learning --plot runs/diagnose/b8_s1 runs/diagnose/b8_s0 \
         --out diagnosis.png
 
 Each probe is one line of `<logdir>/diagnostics.jsonl` with `updates` and `step`. Probes leave
@@ -26,16 +26,15 @@ the agent's random generator as they found it, so training follows the same rand
 run of the same seed without probes.
 """
 
+import argparse
 import json
 import pathlib
 import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from dreamer_lsp import config as config_lib  # noqa: E402
-from dreamer_lsp.config import ConfigError  # noqa: E402
+from dreamer_lsp import config as config_lib
+from dreamer_lsp.config import ConfigError
 
 
 def discounted_returns(reward, discount):
@@ -172,27 +171,41 @@ def plot(logdirs, out):
     figure.savefig(out, dpi=110)
 
 
+def build_parser():
+    """The tool's own flags; every other flag goes to the trainer."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        epilog="Every other flag is the trainer's (python -m dreamer_lsp --help lists them).",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        '--probe-every', type=int, default=20, metavar='N', help='updates between probes'
+    )
+    parser.add_argument(
+        '--plot', nargs='+', metavar='LOGDIR', help='draw the probes of these runs instead'
+    )
+    parser.add_argument('--out', metavar='PNG', help='the figure --plot writes')
+    return parser
+
+
 def main(argv=None):
     """Train with probes; flags are the trainer's plus `--probe-every N` (updates).
 
     `--plot LOGDIR ... --out PNG` draws the probes of finished runs instead.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == '--plot':
-        if '--out' not in argv or argv.index('--out') + 2 != len(argv) or len(argv) < 4:
-            print('error: usage: --plot LOGDIR [LOGDIR ...] --out PNG', file=sys.stderr)
-            sys.exit(2)
-        plot(argv[1:-2], argv[-1])
+    parser = build_parser()
+    args, trainer_argv = parser.parse_known_args(argv)
+    if args.plot is not None:
+        if args.out is None or trainer_argv:
+            parser.error('--plot LOGDIR [LOGDIR ...] takes --out PNG and no other flag')
+        plot(args.plot, args.out)
         return
-    probe_every = 20
-    if '--probe-every' in argv:
-        index = argv.index('--probe-every')
-        probe_every = int(argv[index + 1])
-        del argv[index : index + 2]
+    if args.out is not None:
+        parser.error('--out goes with --plot')
     from dreamer_lsp import train
 
     try:
-        config = config_lib.parse_args(argv)
+        config = config_lib.parse_args(trainer_argv)
         train.check_config(config)
         if config.skills.high_level != 'none':
             raise ConfigError('diagnose_learning probes Dreamer runs only (method dreamer)')
@@ -210,7 +223,7 @@ def main(argv=None):
     def train_and_probe(data):
         metrics = train_step(data)
         updates = trainer.updates + 1
-        if updates % probe_every == 0 or updates == 1:
+        if updates % args.probe_every == 0 or updates == 1:
             newest = replay.directory / f'{replay.episode_names[-1]}.npz'
             line = dict(updates=updates, step=trainer.step)
             line.update(probe_episode(agent, probe, load_episode(newest)))

@@ -18,10 +18,12 @@ says otherwise. LSP scores CEM proposals on 64 of the batch's start states
 (`cem.train_starts`, the documented deviation for slow machines).
 """
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
+# Run by path, which puts scripts/experiments/ on sys.path but not the root that holds tools/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dreamer_lsp.config import atomic_write_text  # noqa: E402
@@ -31,7 +33,6 @@ TASK = 'dmc_cartpole_balance'
 METHODS = ('dreamer', 'lsp')
 SEEDS = (0, 1, 2)
 METHOD_ARGS = {'lsp': ('--cem.train_starts', '64')}
-REGIME_ARGS = {'batch8': (), 'batch50': ('--batch_size', '50')}
 REGIME_ARGS = {'batch8': (), 'batch50': ('--batch_size', '50')}
 PASS_RETURN = 800.0
 HEALTH = ('train/action_ent', 'train/imag_value', 'train/actor_grad_norm')
@@ -54,18 +55,14 @@ def grid(root, regime='batch8'):
 
 
 def split_regime(argv):
-    """The `--regime` flag's value (default batch8) and the remaining arguments."""
-    argv = list(argv)
-    regime = 'batch8'
-    if '--regime' in argv:
-        index = argv.index('--regime')
-        regime = argv[index + 1] if index + 1 < len(argv) else ''
-        del argv[index : index + 2]
-    if regime not in REGIME_ARGS:
-        sys.exit(f'error: --regime {regime!r} is invalid; valid: {", ".join(REGIME_ARGS)}')
-    if '--root' not in argv:
-        argv += ['--root', f'runs/learning_check/{regime}']
-    return regime, argv
+    """The `--regime` flag's value (default batch8) and the arguments for the sweep launcher.
+
+    Those start with the regime's default `--root`, so that a `--root` given later wins.
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument('--regime', choices=REGIME_ARGS, default='batch8')
+    args, rest = parser.parse_known_args(argv)
+    return args.regime, ['--root', f'runs/learning_check/{args.regime}', *rest]
 
 
 def smoke_keep(run):
