@@ -6,12 +6,7 @@ import time
 
 from dreamer_lsp._tf import tf
 from dreamer_lsp.config import atomic_write_text
-
-
-def format_duration(seconds):
-    """Seconds as H:MM:SS."""
-    seconds = int(max(seconds, 0))
-    return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+from dreamer_lsp.durations import format_duration
 
 
 class Logger:

@@ -70,6 +70,7 @@ from pathlib import Path
 
 from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError
+from dreamer_lsp.durations import format_duration
 from dreamer_lsp.train import DIVERGED_EXIT_CODE, check_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -364,11 +365,6 @@ def _say(status, run, detail=''):
     print(f'{status:<16} {run.label}{"  " + detail if detail else ""}', flush=True)
 
 
-def _duration(seconds):
-    seconds = int(seconds)
-    return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
-
-
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """Within the block, SIGTERM to the launcher acts like Ctrl-C (main thread only)."""
@@ -480,7 +476,7 @@ def _wait_any(running):
 def _report_exit(item):
     """The status of a program that exited, printed with its duration."""
     code, run = item.process.returncode, item.run
-    took = _duration(time.time() - item.start)
+    took = format_duration(time.time() - item.start)
     if code == 0 and is_finished(run):
         _say(DONE, run, took)
         return DONE
