@@ -222,6 +222,12 @@ class ActionRepeat(_Wrapper):
         return obs, total, done, info
 
 
+def rescale_action(action, low, high):
+    """An action in [-1, 1] (clipped to it) mapped linearly to the bounds [low, high]."""
+    action = np.clip(action, -1.0, 1.0)
+    return low + (action + 1.0) / 2.0 * (high - low)
+
+
 class NormalizeActions(_Wrapper):
     """Takes actions in [-1, 1] (clipped) and maps them linearly to the wrapped env's bounds."""
 
@@ -238,8 +244,7 @@ class NormalizeActions(_Wrapper):
 
     def step(self, action):
         """Clips the action to [-1, 1], rescales it to the wrapped bounds and steps."""
-        action = np.clip(action, -1.0, 1.0)
-        return self._env.step(self._low + (action + 1.0) / 2.0 * (self._high - self._low))
+        return self._env.step(rescale_action(action, self._low, self._high))
 
 
 class TimeLimit(_Wrapper):

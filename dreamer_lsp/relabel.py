@@ -2,13 +2,14 @@
 
 The paper relabels the replay buffer of a Walk run with the Reach reward before transferring.
 Every stored step keeps qpos and qvel, so each transition is replayed in the target task's
-physics: from the stored state of entry t-1, action[t] (mapped to the actuator bounds as
-`NormalizeActions` does) is applied for `action_repeat` control steps and the target task's
-rewards are summed, which is what the target task would have paid for that transition. The
-simulation then continues from the stored state of entry t, so errors never accumulate, and the
-target's observation (features, or a re-rendered image that shows the goal) is taken there. The
-actuator activations (the quadruped's filtered actuators) are not stored; they follow the same
-action sequence from the same reset as in the source run, so they are reproduced exactly.
+physics: from the stored state of entry t-1, action[t] (mapped to the actuator bounds by
+`envs.rescale_action`, as in training) is applied for `action_repeat` control steps and the
+target task's rewards are summed, which is what the target task would have paid for that
+transition. The simulation then continues from the stored state of entry t, so errors never
+accumulate, and the target's observation (features, or a re-rendered image that shows the goal)
+is taken there. The actuator activations (the quadruped's filtered actuators) are not stored;
+they follow the same action sequence from the same reset as in the source run, so they are
+reproduced exactly.
 
 Each episode gets its own arena (goal, obstacles), drawn deterministically from the seed and the
 episode's index, and stored under 'arena'. Discounts and every other key are copied: none of the
@@ -23,7 +24,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import re
 import shutil
 import sys
 import uuid
@@ -32,8 +32,14 @@ import zipfile
 import numpy as np
 
 from dreamer_lsp import config as config_lib
-from dreamer_lsp.envs import DMCEnv
-from dreamer_lsp.replay import episode_files, load_episode, save_episode
+from dreamer_lsp.envs import DMCEnv, rescale_action
+from dreamer_lsp.replay import (
+    episode_files,
+    load_episode,
+    parse_episode_name,
+    save_episode,
+    warn_skip,
+)
 
 REPORT_NAME = 'relabel.json'
 OBS_KEYS = {'features': 'features', 'pixels': 'image'}
@@ -41,7 +47,6 @@ STATE_KEYS = ('qpos', 'qvel')
 # Re-simulated states further than this from the stored ones get a warning: the target's
 # physics (e.g. obstacles) or the action repeat differs from the source's.
 DEVIATION_WARNING = 1e-6
-_NAME_RE = re.compile(r'^(\d+)-(\d+)$')
 
 
 class RelabelError(ValueError):
@@ -133,12 +138,8 @@ def _positive(action_repeat):
 
 
 def _one_line(error):
-    text = f'{type(error).__name__}: {error}' if isinstance(error, BaseException) else error
-    return ' '.join(str(text).split())
-
-
-def _warn_skip(path, reason):
-    print(f'Warning: skipping episode file {path}: {_one_line(reason)}', file=sys.stderr)
+    """An exception's type and message on one line."""
+    return ' '.join(f'{type(error).__name__}: {error}'.split())
 
 
 class Relabeler:
@@ -190,8 +191,7 @@ class Relabeler:
         self._set_state(qpos[0], qvel[0])
         observations, rewards, deviation = [self._observe()], [0.0], 0.0
         for t in range(1, len(qpos)):
-            action = np.clip(episode['action'][t], -1.0, 1.0)
-            action = self._low + (action + 1.0) / 2.0 * (self._high - self._low)
+            action = rescale_action(episode['action'][t], self._low, self._high)
             reward = 0.0
             for _ in range(self.action_repeat):
                 task.before_step(action, physics)
@@ -257,9 +257,9 @@ def _scan(episode_dir, obs_type, skipped):
     and the stored image size; the names of unreadable files are appended to `skipped`."""
     files, obs_key, size = [], OBS_KEYS.get(obs_type), (64, 64)
     for path in episode_files(episode_dir):
-        match = _NAME_RE.match(path.stem)
-        if match is None or not zipfile.is_zipfile(path):
-            _warn_skip(path, 'not an .npz archive' if match else 'name is not <index>-<steps>.npz')
+        parsed = parse_episode_name(path.stem)
+        if parsed is None or not zipfile.is_zipfile(path):
+            warn_skip(path, 'not an .npz archive' if parsed else 'name is not <index>-<steps>.npz')
             skipped.append(path.name)
             continue
         try:
@@ -270,7 +270,7 @@ def _scan(episode_dir, obs_type, skipped):
                 if 'image' in keys and not files:
                     size = tuple(data['image'].shape[1:3])
         except Exception as error:
-            _warn_skip(path, error)
+            warn_skip(path, error)
             skipped.append(path.name)
             continue
         if not set(STATE_KEYS) <= keys:
@@ -281,7 +281,7 @@ def _scan(episode_dir, obs_type, skipped):
         obs_key = obs_key or next((key for key in OBS_KEYS.values() if key in keys), None)
         if obs_key not in keys:
             raise RelabelError(f'episode {path} has no {obs_key or "observation"!r} key')
-        files.append((path, int(match[1]), tuple(shape[-1] for shape in shapes)))
+        files.append((path, parsed[0], tuple(shape[-1] for shape in shapes)))
     return files, obs_key, size
 
 
@@ -332,7 +332,7 @@ def relabel_directory(
             try:
                 episode = load_episode(path)
             except Exception as error:
-                _warn_skip(path, error)
+                warn_skip(path, error)
                 skipped.append(path.name)
                 continue
             relabeled, episode_deviation = relabeler.relabel(episode, index)
