@@ -90,22 +90,24 @@ def load_episodes(directory) -> dict[str, dict]:
         try:
             episodes[path.stem] = load_episode(path)
         except Exception as exc:
-            _warn_skip(path, exc)
+            warn_skip(path, exc)
     return episodes
 
 
 def count_steps(directory) -> int:
     """Agent steps of the episodes in ``directory``, read from their file names."""
-    parsed = (_parse_name(p.stem) for p in episode_files(directory))
+    parsed = (parse_episode_name(p.stem) for p in episode_files(directory))
     return sum(steps for _, steps in filter(None, parsed))
 
 
-def _parse_name(stem):
+def parse_episode_name(stem):
+    """(index, steps) of an episode file stem ``<index>-<steps>``; None for any other name."""
     match = _NAME_RE.match(stem)
     return (int(match[1]), int(match[2])) if match else None
 
 
-def _warn_skip(path, reason):
+def warn_skip(path, reason):
+    """One warning line on stderr: the episode file at ``path`` is skipped, and why."""
     if isinstance(reason, BaseException):
         reason = f'{type(reason).__name__}: {reason}'
     reason = ' '.join(str(reason).split())
@@ -221,7 +223,7 @@ class Replay:
             path = save_episode(self.directory, episode, index)
         else:
             path = self.directory / f'{name}.npz'
-            parsed = _parse_name(name)
+            parsed = parse_episode_name(name)
             if parsed is None or parsed[1] != length - 1 or not path.is_file():
                 raise ValueError(f'{path} is not a saved file of this {length - 1}-step episode')
             index = parsed[0]
@@ -246,9 +248,9 @@ class Replay:
             for path in episode_files(self.directory):
                 if path.stem in known:
                     continue
-                parsed = _parse_name(path.stem)
+                parsed = parse_episode_name(path.stem)
                 if parsed is None:
-                    _warn_skip(path, 'file name is not <index>-<steps>.npz')
+                    warn_skip(path, 'file name is not <index>-<steps>.npz')
                     continue
                 self._entries.append(_Entry(path.stem, parsed[0], parsed[1], 0))
             self._entries.sort(key=lambda entry: entry.index)
@@ -282,9 +284,9 @@ class Replay:
         entries = []
         for name, tag in tags.items():
             path = self.directory / f'{name}.npz'
-            parsed = _parse_name(name)
+            parsed = parse_episode_name(name)
             if parsed is None or not path.is_file():
-                _warn_skip(path, 'listed in the checkpoint but missing or misnamed')
+                warn_skip(path, 'listed in the checkpoint but missing or misnamed')
                 continue
             entries.append(_Entry(name, parsed[0], parsed[1], tag))
         with self._cond:
@@ -417,12 +419,12 @@ class Replay:
                 try:
                     self._cache[entry.name] = self._read(entry)
                 except Exception as exc:
-                    _warn_skip(self.directory / f'{entry.name}.npz', exc)
+                    warn_skip(self.directory / f'{entry.name}.npz', exc)
                     self._entries.remove(entry)
         self._purge()
 
     def _scan_next_index(self):
-        parsed = (_parse_name(p.stem) for p in episode_files(self.directory))
+        parsed = (parse_episode_name(p.stem) for p in episode_files(self.directory))
         return max((index + 1 for index, _ in filter(None, parsed)), default=0)
 
 
