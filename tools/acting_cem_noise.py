@@ -85,7 +85,9 @@ def measure(agent, latent, particles, repeats, reference):
 
 def main(argv=None):
     """Print (and optionally save) the acting-CEM figures for each particle count."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(
+        prog='python -m tools.acting_cem_noise', description=__doc__.split('\n\n')[0]
+    )
     parser.add_argument('--run', type=pathlib.Path, required=True, help='a CEM skill run logdir')
     parser.add_argument('--particles', type=int, nargs='+', default=[1, 4, 16])
     parser.add_argument('--repeats', type=int, default=20, help='CEM runs per particle count')

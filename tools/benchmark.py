@@ -290,7 +290,9 @@ def bench_memory(args):
 
 def main(argv=None):
     """Run the selected benchmarks, print a table and write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(
+        prog='python -m tools.benchmark', description=__doc__.split('\n\n')[0]
+    )
     parser.add_argument(
         '--only', nargs='+', choices=CASES, default=[case for case in CASES if case != 'memory']
     )

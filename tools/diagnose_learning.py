@@ -174,6 +174,7 @@ def plot(logdirs, out):
 def build_parser():
     """The tool's own flags; every other flag goes to the trainer."""
     parser = argparse.ArgumentParser(
+        prog='python -m tools.diagnose_learning',
         description=__doc__.split('\n\n')[0],
         epilog="Every other flag is the trainer's (python -m dreamer_lsp --help lists them).",
         allow_abbrev=False,

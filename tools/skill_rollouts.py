@@ -155,7 +155,9 @@ def composite(rows, stride):
 
 def main(argv=None):
     """Render the skill grid of a run and print how far its skills move the robot apart."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(
+        prog='python -m tools.skill_rollouts', description=__doc__.split('\n\n')[0]
+    )
     parser.add_argument('--run', type=pathlib.Path, required=True, help='a skill run logdir')
     parser.add_argument('--out', type=pathlib.Path, required=True, help='PNG path')
     parser.add_argument('--skills', type=int, default=5, help='rows: skills drawn from N(0, I)')
