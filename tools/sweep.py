@@ -16,16 +16,16 @@ task, its source under the source task. A reward relabeling (LSP §4.3) writes i
 ``<root>/relabeled/<target task>/<source method>/<seed>/episodes/``. Each job's output goes to
 ``stdout.log`` in its directory (appended, one header line per start).
 
-Finished: a training run is finished when its latest checkpoint is at or past the run's
-``steps`` (as its command resolves them, so a longer ``--steps`` reopens it) *and*
-``metrics.jsonl`` holds the final evaluation, a ``test/return`` line at or past ``steps``
-(evaluations during training happen only before ``steps``). Together they are exactly the
-state in which the program, started again, has nothing left to do; neither alone suffices:
-SIGTERM in the last episode checkpoints past ``steps`` before the final evaluation, and SIGKILL
-between the final evaluation and the final checkpoint leaves an older checkpoint. A relabeling
-is finished when its output holds ``relabel.json`` (the script writes it atomically, last).
-Finished runs are skipped; unfinished ones are started with the same command, which resumes
-them from their checkpoint.
+Finished (``RunDir.is_finished``): a training run is finished when its latest checkpoint is at
+or past the run's ``steps`` (as its command resolves them, so a longer ``--steps`` reopens it)
+*and* ``metrics.jsonl`` holds the final evaluation, a ``test/return`` line at or past ``steps``
+(evaluations during training happen only before ``steps``). Together they are exactly the state
+in which the program, started again, has nothing left to do; neither alone suffices: SIGTERM in
+the last episode checkpoints past ``steps`` before the final evaluation, and SIGKILL between the
+final evaluation and the final checkpoint leaves an older checkpoint. A relabeling is finished
+when its output holds ``relabel.json`` (the script writes it atomically, last). Finished runs
+are skipped; unfinished ones are started with the same command, which resumes them from their
+checkpoint.
 
 Local backend: ``--parallel N`` programs at a time, each in its own session (Ctrl-C reaches
 only the launcher, which then sends every program one SIGTERM: they checkpoint and exit, and
@@ -58,7 +58,6 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
-import json
 import os
 import shlex
 import signal
@@ -69,9 +68,10 @@ import time
 from pathlib import Path
 
 from dreamer_lsp import config as config_lib
-from dreamer_lsp.config import ConfigError
+from dreamer_lsp.config import ConfigError, check_task
 from dreamer_lsp.durations import format_duration
-from dreamer_lsp.train import DIVERGED_EXIT_CODE, check_task
+from dreamer_lsp.rundir import RunDir
+from dreamer_lsp.train import DIVERGED_EXIT_CODE
 
 REPO = Path(__file__).resolve().parent.parent
 RELABEL_SCRIPT = REPO / 'scripts' / 'relabel_rewards.py'
@@ -287,31 +287,8 @@ def validate(runs):
 
 def checkpoint_step(logdir):
     """The environment step of a run's latest checkpoint, or None without one."""
-    root = Path(logdir) / 'checkpoint'
-    try:
-        name = (root / 'latest').read_text().strip()
-        return json.loads((root / name / 'state.json').read_text())['step']
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _final_evaluation_logged(logdir, steps):
-    """Whether metrics.jsonl has a ``test/return`` line at or past ``steps``."""
-    try:
-        lines = (Path(logdir) / 'metrics.jsonl').read_text().splitlines()
-    except OSError:
-        return False
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-            step = record['step']
-        except (ValueError, KeyError, TypeError):
-            continue
-        if step < steps:
-            return False
-        if 'test/return' in record:
-            return True
-    return False
+    state = RunDir(logdir).checkpoint_state()
+    return None if state is None else state.get('step')
 
 
 def is_finished(run):
@@ -323,8 +300,7 @@ def _finished(run, steps):
     """`is_finished` given the training run's resolved ``steps``."""
     if run.kind == 'relabel':
         return (run.logdir / RELABEL_OUTPUT / 'relabel.json').is_file()
-    step = checkpoint_step(run.logdir)
-    return step is not None and step >= steps and _final_evaluation_logged(run.logdir, steps)
+    return RunDir(run.logdir).is_finished(steps)
 
 
 def slot_env(slot, gpus):
