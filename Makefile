@@ -21,6 +21,9 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
+benchmark: $(VENV)/.installed
+	$(PY) -m tools.benchmark
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 

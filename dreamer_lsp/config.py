@@ -16,7 +16,13 @@ import tempfile
 
 from ruamel.yaml import YAML
 
+from dreamer_lsp.envs import OBS_TYPES, TASKS
+from dreamer_lsp.replay import episode_files
+
 CONFIGS_PATH = pathlib.Path(__file__).resolve().parent.parent / 'configs.yaml'
+# `skills.high_level`: none is Dreamer; the others are LSP's high levels (dreamer_lsp.lsp).
+HIGH_LEVELS = ('none', 'cem', 'random', 'policy')
+MEAN_NOISE_PER = ('skill', 'update')
 
 
 class ConfigError(ValueError):
@@ -271,3 +277,68 @@ def help_text(path=CONFIGS_PATH):
     for key, value in Config(blocks['defaults']).flat().items():
         lines.append(f'  --{key} {value!r}')
     return '\n'.join(lines)
+
+
+def check_task(task):
+    """Raise ConfigError naming the closest valid tasks unless `task` is a known dmc_ task."""
+    if task.removeprefix('dmc_') not in TASKS or not task.startswith('dmc_'):
+        valid = [f'dmc_{name}' for name in TASKS]
+        raise ConfigError(f'unknown task {task!r}; {closest_names(task, valid)}')
+
+
+def check(config):
+    """Validate what the type check cannot; raises ConfigError with one line.
+
+    Runs before TensorFlow or a logdir is touched, so a refused run costs nothing.
+    """
+    from dreamer_lsp.rundir import RunDir  # imports this module
+
+    if not config.logdir:
+        raise ConfigError('--logdir is required: the directory the run writes everything to')
+    check_task(config.task)
+    if config.precision not in (16, 32):
+        raise ConfigError(f'precision must be 16 or 32, got {config.precision}')
+    if config.obs_type not in OBS_TYPES:
+        raise ConfigError(
+            f'obs_type {config.obs_type!r} is invalid; {closest_names(config.obs_type, OBS_TYPES)}'
+        )
+    for key in (
+        'action_repeat',
+        'batch_size',
+        'batch_length',
+        'horizon',
+        'train_every',
+        'checkpoint_keep',
+    ):
+        if config[key] < 1:
+            raise ConfigError(f'{key} must be at least 1, got {config[key]}')
+    for key, valid in (('high_level', HIGH_LEVELS), ('mean_noise_per', MEAN_NOISE_PER)):
+        value = config.skills[key]
+        if value not in valid:
+            raise ConfigError(f'skills.{key} {value!r} is invalid; {closest_names(value, valid)}')
+    if config.skills.high_level != 'none':
+        skills, cem = config.skills, config.cem
+        if skills.length < 1 or skills.horizon < 2 or skills.horizon % skills.length:
+            raise ConfigError(
+                f'skills.horizon ({skills.horizon}) must be at least 2 and a multiple of '
+                f'skills.length ({skills.length})'
+            )
+        if not 1 <= cem.elites <= cem.proposals:
+            raise ConfigError(
+                f'cem.elites ({cem.elites}) must be between 1 and cem.proposals ({cem.proposals})'
+            )
+    for key in ('checkpoint', 'replay'):
+        source = config.transfer[key]
+        if source and not pathlib.Path(source).expanduser().is_dir():
+            raise ConfigError(f'transfer.{key} {source!r} is not a directory')
+    source = config.transfer.checkpoint
+    if source and RunDir(source).latest_name() is None:
+        raise ConfigError(f"transfer.checkpoint {source!r} holds no checkpoint (a run's logdir)")
+    if config.transfer.replay and not episode_files(
+        pathlib.Path(config.transfer.replay).expanduser()
+    ):
+        raise ConfigError(f'transfer.replay {config.transfer.replay!r} holds no episodes (*.npz)')
+    if config.horizon < 2:
+        raise ConfigError(
+            f'horizon must be at least 2 (λ-returns need a bootstrap), got {config.horizon}'
+        )

@@ -1,7 +1,6 @@
 """One logger fanning out to the terminal, `metrics.jsonl` and TensorBoard."""
 
 import json
-import pathlib
 import time
 
 from dreamer_lsp._tf import tf
@@ -10,16 +9,15 @@ from dreamer_lsp.durations import format_duration
 
 
 class Logger:
-    """Collects scalars and writes them per `step` (environment steps).
+    """Collects scalars and writes them per `step` (environment steps) to a `RunDir`.
 
     `scalar` lines (episode returns, evaluation) are written at once; `average` values (train
     metrics) are averaged until the next `write`. Each `write` appends one JSON line.
     """
 
-    def __init__(self, logdir, total_steps):
-        self.logdir = pathlib.Path(logdir)
-        self.jsonl = self.logdir / 'metrics.jsonl'
-        self.writer = tf.summary.create_file_writer(str(self.logdir / 'tensorboard'))
+    def __init__(self, run_dir, total_steps):
+        self.jsonl = run_dir.metrics
+        self.writer = tf.summary.create_file_writer(str(run_dir.tensorboard))
         self.total_steps = total_steps
         self._sums, self._counts = {}, {}
         self._last_time = time.time()

@@ -18,9 +18,6 @@ from dreamer_lsp._tf import tf, tfd
 from dreamer_lsp.dreamer import Dreamer
 from dreamer_lsp.utils import Adam
 
-HIGH_LEVELS = ('cem', 'random', 'policy')
-MEAN_NOISE_PER = ('skill', 'update')
-
 
 class SkillPredictor(tf.Module):
     """Backward skill predictor q_χ(z | {s}, s0): the feature decoder's architecture [LSP A.3].
@@ -55,126 +52,81 @@ class SkillPredictor(tf.Module):
 
 
 class LSP(Dreamer):
-    """Dreamer with a skill-conditioned actor, a high level over skills and the MI reward."""
+    """Dreamer with a skill-conditioned actor, a high level over skills and the MI reward.
+
+    Alg. 1 reads top to bottom in `learn_behavior` (training) and `step` (acting); Alg. 2 is
+    `cem` with `cross_entropy_method`.
+    """
+
+    episode_extras = ('skill',)
 
     def __init__(self, config, obs_space, action_size, dtype=None):
         skills = config.skills
-        if skills.high_level not in HIGH_LEVELS:
-            raise ValueError(
-                f'skills.high_level {skills.high_level!r} is invalid; '
-                f'valid: {", ".join(HIGH_LEVELS)}'
-            )
-        if skills.mean_noise_per not in MEAN_NOISE_PER:
-            raise ValueError(
-                f'skills.mean_noise_per {skills.mean_noise_per!r} is invalid; '
-                f'valid: {", ".join(MEAN_NOISE_PER)}'
-            )
         self.skill_dim, self.skill_length = skills.dim, skills.length
         self.horizon = skills.horizon
         self.num_skills = math.ceil(self.horizon / self.skill_length)
-        super().__init__(config, obs_space, action_size, dtype)
+        # The low-level actor q_φ(a | s, z) sees the skill next to the features.
+        super().__init__(config, obs_space, action_size, dtype, condition_size=skills.dim)
         feat = self.world_model.rssm.feat_size
         model = config.model
         self.predictor = SkillPredictor(
             self.rng, feat, self.skill_length, self.skill_dim, model, skills.predictor_noise
         )
-        scaling = self.dtype == tf.float16
         self.predictor_opt = Adam(
             'predictor_opt',
             [self.predictor],
             skills.predictor_lr,
             config.grad_clip,
             config.adam_eps,
-            scaling,
+            self.dtype == tf.float16,
         )
+        self.high_policy = None
         if skills.high_level == 'policy':
             # The `hiro` preset: an amortised Gaussian policy over skills trained with the actor
-            # in imagination (the paper's HRL baseline), not Nachum et al.'s subgoal HIRO.
+            # in imagination (the paper's HRL baseline), not Nachum et al.'s subgoal HIRO. It
+            # learns from the actor's loss, with the actor's optimizer (one gradient clip).
             self.high_policy = networks.GaussianMLP(
                 self.rng, feat, self.skill_dim, config.actor.layers, model.units, model.dense_act
             )
-            self.actor_opt = Adam(
-                'actor_opt',
-                [self.actor, self.high_policy],
-                config.actor.lr,
-                config.grad_clip,
-                config.adam_eps,
-                scaling,
-            )
-        self.train_actor = not skills.freeze_actor
-        self.step = tf.function(self._step)
+            self.behavior.actor_opt.add(self.high_policy)
 
-    @property
-    def actor_extra_inputs(self):
-        """The actor sees the skill next to the features."""
-        return self.config.skills.dim
+    def saved_modules(self):
+        """Dreamer's modules plus the skill predictor and, for `hiro`, the high-level policy."""
+        modules = super().saved_modules()
+        modules.update(predictor=self.predictor, predictor_opt=self.predictor_opt)
+        if self.high_policy is not None:
+            modules['high_policy'] = self.high_policy
+        return modules
 
-    def actor_dist(self, feat, skill):
-        """q_φ(a | s, z)."""
-        return self.actor(tf.concat([feat, tf.cast(skill, feat.dtype)], -1))
+    # Behaviour learning [Alg. 1] ----------------------------------------------------------
 
-    def skill_like(self, feat):
-        """Zero skills, to log the actor's entropy on the batch's posterior states."""
-        return tf.zeros(tf.concat([tf.shape(feat)[:-1], [self.skill_dim]], 0), feat.dtype)
+    def learn_behavior(self, start):
+        """Skills for every start state, then the actor-critic update with the task reward plus
+        the MI reward, then the skill predictor's update [LSP Alg. 1, §3.2].
 
-    # Imagination ---------------------------------------------------------------------------
-
-    def rollout(self, state, skills):
-        """Imagine `horizon` steps of q_φ(a | s, z) from `state` [N], skill k(t) = t // K.
-
-        skills: [N, S, D], or None to let the high-level policy choose at segment starts.
-        Returns features [H, N, F], the skills used [N, S, D] and, when the policy chose them,
-        their log densities under it [S, N] (else None).
+        Horizon: the plan horizon H (`skills.horizon`), over which CEM optimised the skills.
         """
-        rssm = self.world_model.rssm
-        feat, feats, chosen, log_p = rssm.feat(state), [], [], []
-        for t in range(self.horizon):
-            if t % self.skill_length == 0:
-                index = t // self.skill_length
-                if skills is None:
-                    dist = self.high_policy(tf.stop_gradient(feat))
-                    skill = dist.mean() + dist.stddev() * self.rng.normal(tf.shape(dist.mean()))
-                    log_p.append(dist.log_prob(tf.stop_gradient(skill)))
-                else:
-                    skill = skills[:, index]
-                chosen.append(skill)
-            action = self.actor_dist(tf.stop_gradient(feat), skill).sample()
-            state = rssm.img_step(state, tf.cast(action, self.dtype))
-            feat = rssm.feat(state)
-            feats.append(feat)
-        return tf.stack(feats, 0), tf.stack(chosen, 1), tf.stack(log_p, 0) if log_p else None
-
-    def cem(self, start):
-        """CEM over skill sequences z_{1:S} [LSP Alg. 2], each proposal scored on every start.
-
-        start: states [N, ...]. Every iteration imagines all G x N rollouts in one batch and
-        scores a proposal by its λ-return value estimate averaged over the N starts.
-        Returns mean [S, D], std [S, D] and the elites' mean score.
-        """
-        cem = self.config.cem
-        count = tf.shape(start['deter'])[0]
-        tiled = {k: tf.tile(v, [cem.proposals, 1]) for k, v in start.items()}  # [G * N, ...]
-
-        def score(proposals):  # [G, S, D] -> [G]
-            skills = tf.repeat(proposals, count, axis=0)  # row g * N + n: proposal g, start n
-            feats, _, _ = self.rollout(tiled, skills)
-            _, returns, _ = self.returns(feats, self.imagined_reward(feats))
-            return tf.reduce_mean(tf.reshape(returns[0], (cem.proposals, count)), 1)
-
-        shape = (self.num_skills, self.skill_dim)
-        return cross_entropy_method(
-            score, shape, cem.proposals, cem.elites, cem.iterations, self.rng
+        plan, metrics = self.plan_skills(start)
+        policy = self.skill_policy(None if plan is None else plan['skills'])
+        sequence, behavior_metrics = self.behavior.train(
+            self.world_model,
+            start,
+            policy,
+            lambda sequence: self.reward(start, sequence, plan),
+            self.horizon,
+            update_actor=not self.config.skills.freeze_actor,
         )
+        metrics.update(behavior_metrics)
+        if self.config.skills.intrinsic:
+            metrics.update(self.train_predictor(start, sequence))
+        # The actor's entropy on the batch's posterior states, with a zero skill.
+        feat = self.world_model.feat(start)
+        zero_skill = tf.zeros(tf.concat([tf.shape(feat)[:-1], [self.skill_dim]], 0), feat.dtype)
+        metrics['action_ent'] = tf.reduce_mean(self.behavior.policy(feat, zero_skill).entropy())
+        return metrics
 
-    def segments(self, start_feat, feats):
-        """Per-skill segments [S, N, K + 1, F]: s0 and the K states that follow it."""
-        states = tf.concat([start_feat[None], feats], 0)  # [H + 1, N, F]
-        length = self.skill_length
-        parts = [states[k * length : (k + 1) * length + 1] for k in range(self.num_skills)]
-        return tf.stack([tf.transpose(p, (1, 0, 2)) for p in parts], 0)
-
-    def plan_behavior(self, start):
-        """The skills of every start state for behaviour learning [LSP Alg. 1].
+    def plan_skills(self, start):
+        """The skills of every start state [N] for behaviour learning [LSP Alg. 1].
 
         cem: ζ = CEM(S) from the batch's posterior states, ε on the mean, one sample per start;
         random: N(0, I); policy (`hiro`): None, chosen during the rollout. Returns the plan, a
@@ -182,8 +134,7 @@ class LSP(Dreamer):
         were drawn from (for the MI estimate), or None; and metrics.
         """
         high_level, skills_config = self.config.skills.high_level, self.config.skills
-        state = flatten_batch(start)
-        count = tf.shape(state['deter'])[0]
+        count = tf.shape(start['deter'])[0]
         shape = (count, self.num_skills, self.skill_dim)
         if high_level == 'policy':
             return None, {}
@@ -191,7 +142,7 @@ class LSP(Dreamer):
             skills = self.rng.normal(shape)
             prior = tfd.Independent(tfd.Normal(tf.zeros_like(skills), 1.0), 1)
             return dict(skills=skills, log_p=tf.transpose(prior.log_prob(skills))), {}
-        mean, std, elite_value = self.cem(self._cem_starts(state, count))  # [S, D] each
+        mean, std, elite_value = self.cem(self._cem_starts(start, count))  # [S, D] each
         # §3.2 adds ε ~ N(0, mean_noise) to the CEM mean "to lower bound the entropy of the skill
         # selection distribution". That bound holds only when every sampled skill gets its own ε:
         # the skills then follow N(μ, Σ + σ²I) however far CEM shrank Σ. One ε per update shifts
@@ -214,40 +165,93 @@ class LSP(Dreamer):
         )
         return dict(skills=tf.stop_gradient(skills), log_p=tf.stop_gradient(log_p)), metrics
 
-    def imagine_returns(self, start, plan=None):
-        """Alg. 1 behaviour learning: imagination with the planned skills, task + MI reward.
+    def skill_policy(self, skills=None):
+        """The imagination policy q_φ(a | s, z) with skill k(t) = t // K held for K steps.
 
-        Horizon: the plan horizon H (`skills.horizon`), over which CEM optimised the skills.
+        skills: [N, S, D], or None to let the high-level policy choose at segment starts (then
+        each step also records 'log_p', the chosen skill's log density under it). Each step
+        records its 'action' and 'skill'.
+        """
+        current = {}
+
+        def policy(feat, t):
+            if t % self.skill_length == 0:
+                if skills is None:
+                    dist = self.high_policy(feat)
+                    skill = dist.mean() + dist.stddev() * self.rng.normal(tf.shape(dist.mean()))
+                    current.update(skill=skill, log_p=dist.log_prob(tf.stop_gradient(skill)))
+                else:
+                    current['skill'] = skills[:, t // self.skill_length]
+            return dict(action=self.behavior.policy(feat, current['skill']).sample(), **current)
+
+        return policy
+
+    def reward(self, start, sequence, plan):
+        """The task reward plus, with `skills.intrinsic`, the MI reward r_i = log q_χ [§3.2].
+
         Logs the skills' spread over the batch and, with the MI reward, the estimate
         E[log q_χ(z | {s}, s0)] − E[log p(z)] (nats per skill) of the lower bound on I(z; {s} | s0)
-        that r_i maximises [LSP §3.2], p being the distribution the skills were drawn from.
+        that r_i maximises, p being the distribution the skills were drawn from.
         """
-        skills_config = self.config.skills
-        rssm = self.world_model.rssm
-        state = flatten_batch(start)
-        if plan is None:
-            feats, skills, log_p = self.rollout(state, None)
-        else:
-            feats, skills, _ = self.rollout(state, plan['skills'])
-            log_p = plan['log_p']
-        reward = self.imagined_reward(feats)  # [H - 1, N]
-        metrics = dict(imag_reward=tf.reduce_mean(reward), skill_spread=skill_spread(skills))
-        aux = {}
-        if skills_config.intrinsic:
-            segments = self.segments(rssm.feat(state), feats)
-            targets = tf.stop_gradient(tf.transpose(skills, (1, 0, 2)))  # [S, N, D]
-            log_q = self.predictor(segments).log_prob(targets)  # [S, N]
-            # A segment's log q_χ is spread evenly over its K steps, so that every imagined
-            # step carries the same share of its segment's intrinsic reward.
-            intrinsic = tf.repeat(log_q / self.skill_length, self.skill_length, axis=0)
-            intrinsic = intrinsic[: self.horizon]
-            reward += skills_config.intrinsic_scale * intrinsic[:-1]
-            metrics['intrinsic_reward'] = tf.reduce_mean(intrinsic)
-            metrics['skill_mi_bound'] = mutual_information_bound(log_q, log_p)
-            aux = dict(segments=tf.stop_gradient(segments), skills=targets)
-        weights, returns, value = self.returns(feats, reward)
-        metrics['imag_value'] = tf.reduce_mean(value)
-        return feats, value, weights, returns, aux, metrics
+        reward, metrics = self.task_reward(sequence)  # [H - 1, N]
+        skills = self.segment_skills(sequence)
+        metrics['skill_spread'] = skill_spread(skills)
+        if not self.config.skills.intrinsic:
+            return reward, metrics
+        log_q = self.predictor(self.segments(start, sequence)).log_prob(skills)  # [S, N]
+        # A segment's log q_χ is spread evenly over its K steps, so that every imagined
+        # step carries the same share of its segment's intrinsic reward.
+        intrinsic = tf.repeat(log_q / self.skill_length, self.skill_length, axis=0)
+        intrinsic = intrinsic[: self.horizon]
+        reward += self.config.skills.intrinsic_scale * intrinsic[:-1]
+        log_p = plan['log_p'] if plan else sequence['log_p'][:: self.skill_length]
+        metrics['intrinsic_reward'] = tf.reduce_mean(intrinsic)
+        metrics['skill_mi_bound'] = mutual_information_bound(log_q, log_p)
+        return reward, metrics
+
+    def train_predictor(self, start, sequence):
+        """Maximum-likelihood update of the skill predictor on imagined segments [LSP §3.2]."""
+        segments = tf.stop_gradient(self.segments(start, sequence))
+        skills = self.segment_skills(sequence)
+        with tf.GradientTape() as tape:
+            log_likelihood = tf.reduce_mean(self.predictor(segments).log_prob(skills))
+            loss = -log_likelihood
+        norm = self.predictor_opt.minimize(tape, loss)
+        return dict(predictor_log_likelihood=log_likelihood, predictor_grad_norm=norm)
+
+    def segment_skills(self, sequence):
+        """The skill of every segment [S, N, D], the target of the predictor (no gradient)."""
+        return tf.stop_gradient(sequence['skill'][:: self.skill_length])
+
+    def segments(self, start, sequence):
+        """Per-skill segments [S, N, K + 1, F]: s0 and the K states that follow it."""
+        states = tf.concat([self.world_model.feat(start)[None], sequence['feat']], 0)  # [H + 1]
+        length = self.skill_length
+        parts = [states[k * length : (k + 1) * length + 1] for k in range(self.num_skills)]
+        return tf.stack([tf.transpose(p, (1, 0, 2)) for p in parts], 0)
+
+    def cem(self, start):
+        """CEM over skill sequences z_{1:S} [LSP Alg. 2], each proposal scored on every start.
+
+        start: states [N, ...]. Every iteration imagines all G x N rollouts in one batch and
+        scores a proposal by its λ-return value estimate averaged over the N starts.
+        Returns mean [S, D], std [S, D] and the elites' mean score.
+        """
+        cem = self.config.cem
+        count = tf.shape(start['deter'])[0]
+        tiled = {k: tf.tile(v, [cem.proposals, 1]) for k, v in start.items()}  # [G * N, ...]
+
+        def score(proposals):  # [G, S, D] -> [G]
+            skills = tf.repeat(proposals, count, axis=0)  # row g * N + n: proposal g, start n
+            sequence = self.world_model.imagine(self.skill_policy(skills), tiled, self.horizon)
+            reward = self.world_model.task_reward(sequence)
+            _, returns, _ = self.behavior.target(sequence['feat'], reward)
+            return tf.reduce_mean(tf.reshape(returns[0], (cem.proposals, count)), 1)
+
+        shape = (self.num_skills, self.skill_dim)
+        return cross_entropy_method(
+            score, shape, cem.proposals, cem.elites, cem.iterations, self.rng
+        )
 
     def _cem_starts(self, state, count):
         """All start states (paper), or a random subset of `cem.train_starts` of them."""
@@ -257,29 +261,15 @@ class LSP(Dreamer):
         indices = tf.argsort(self.rng.uniform((count,)))[: tf.minimum(subset, count)]
         return {k: tf.gather(v, indices) for k, v in state.items()}
 
-    def auxiliary_updates(self, aux):
-        """Maximum-likelihood update of the skill predictor on imagined segments [LSP §3.2]."""
-        if not aux:
-            return {}
-        with tf.GradientTape() as tape:
-            log_likelihood = tf.reduce_mean(self.predictor(aux['segments']).log_prob(aux['skills']))
-            loss = -log_likelihood
-        norm = self.predictor_opt.minimize(tape, loss)
-        return dict(predictor_log_likelihood=log_likelihood, predictor_grad_norm=norm)
-
-    # Acting ------------------------------------------------------------------------------
+    # Acting [Alg. 1] -----------------------------------------------------------------------
 
     def initial_state(self, batch_size=1):
         """Latent, previous action, active skill and steps since the skill was chosen."""
         latent, action = super().initial_state(batch_size)
         return latent, action, tf.zeros((batch_size, self.skill_dim)), 0
 
-    def idle_extras(self):
-        """Random prefill steps store a zero skill, so every episode has the same keys."""
-        return {'skill': np.zeros(self.skill_dim, np.float32)}
-
-    def _plan(self, latent, explore):
-        """Choose the next skill from `latent` [1]: MPC in skill space for `cem` [LSP Alg. 1]."""
+    def choose_skill(self, latent, explore):
+        """The next skill from `latent` [1]: MPC in skill space for `cem` [LSP Alg. 1]."""
         high_level = self.config.skills.high_level
         if high_level == 'cem':
             # Every proposal is scored on `cem.act_particles` imagined rollouts from the one
@@ -292,32 +282,19 @@ class LSP(Dreamer):
         elif high_level == 'random':
             skill = self.rng.normal((1, self.skill_dim))
         else:
-            dist = self.high_policy(self.world_model.rssm.feat(latent))
+            dist = self.high_policy(self.world_model.feat(latent))
             noise = self.rng.normal(tf.shape(dist.mean())) if explore else 0.0
             skill = dist.mean() + dist.stddev() * noise
         return skill
 
-    def _filter(self, obs, latent, prev_action):
-        """The posterior latent state after observing `obs`."""
-        embed = self.world_model.encoder(self.world_model.preprocess(obs))
-        latent, _ = self.world_model.rssm.obs_step(latent, prev_action, embed)
-        return latent
-
-    def _skill_action(self, latent, skill, explore):
-        """An action of q_φ(a | s, z) with exploration noise (explore) or its mode (evaluation)."""
-        dist = self.actor_dist(self.world_model.rssm.feat(latent), skill)
-        action = dist.sample() if explore else dist.mode()
-        amount = self.config.actor.expl_amount if explore else self.config.actor.eval_noise
-        if amount:
-            action = tf.clip_by_value(action + amount * self.rng.normal(tf.shape(action)), -1, 1)
-        return action
-
-    def _step(self, obs, latent, prev_action, skill, replan, explore):
+    @tf.function
+    def step(self, obs, latent, prev_action, skill, replan, explore):
         """Filter `obs`, choose a new skill if `replan` (a Python bool), act: one compiled call."""
-        latent = self._filter(obs, latent, prev_action)
+        latent = self.world_model.observe_step(latent, prev_action, obs)
         if replan:
-            skill = self._plan(latent, explore)
-        return self._skill_action(latent, skill, explore), latent, skill
+            skill = self.choose_skill(latent, explore)
+        dist = self.behavior.policy(self.world_model.feat(latent), skill)
+        return self.behavior.explore(dist, explore), latent, skill
 
     def act(self, obs, state, explore):
         """One agent step; every K steps a new skill is chosen from the filtered latent state."""
@@ -332,11 +309,6 @@ class LSP(Dreamer):
         )
         extras = {'skill': skill.numpy()[0].astype(np.float32)}
         return action_numpy, (latent, tf.cast(action, self.dtype), skill, age + 1), extras
-
-
-def flatten_batch(states):
-    """[B, T, ...] states to [B * T, ...]."""
-    return {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in states.items()}
 
 
 def refit(proposals, scores, elites):
@@ -360,8 +332,8 @@ def cross_entropy_method(score, shape, proposals, elites, iterations, rng):
 
 
 def skill_spread(skills):
-    """The std of skills [N, S, D] over the N samples, averaged over segments and dimensions."""
-    return tf.reduce_mean(tf.math.reduce_std(skills, 0))
+    """The std of skills [S, N, D] over the N samples, averaged over segments and dimensions."""
+    return tf.reduce_mean(tf.math.reduce_std(skills, 1))
 
 
 def mutual_information_bound(log_q, log_p):

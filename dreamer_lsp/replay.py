@@ -17,8 +17,6 @@ import uuid
 import numpy as np
 
 REQUIRED_KEYS = ('action', 'reward')
-# Kept for relabeling, videos and analysis; never part of a training batch.
-NON_TRAINING_KEYS = frozenset({'video', 'qpos', 'qvel', 'arena', 'skill'})
 ORPHAN_DIRNAME = 'orphaned_episodes'
 _NAME_RE = re.compile(r'^(\d+)-(\d+)$')
 
@@ -297,11 +295,19 @@ class Replay:
             self._next_index = self._scan_next_index()
             self._cond.notify_all()
 
-    def dataset(self, batch_size: int, batch_length: int, start_update: int = 0, prefetch: int = 2):
+    def dataset(
+        self,
+        batch_size: int,
+        batch_length: int,
+        start_update: int = 0,
+        prefetch: int = 2,
+        keys=None,
+    ):
         """A ``tf.data.Dataset`` of dicts of [batch_size, batch_length, ...] windows.
 
-        Keys are those of the episodes minus ``NON_TRAINING_KEYS``, with the stored dtypes. The
-        first element is batch ``start_update``; see the class docstring for the sampling rules.
+        Each batch holds ``keys`` (default: every key of the newest episode) with the stored
+        dtypes. The first element is batch ``start_update``; see the class docstring for the
+        sampling rules.
         """
         import tensorflow as tf
 
@@ -317,12 +323,14 @@ class Replay:
             raise ValueError(_too_short_message(batch_length, longest))
         if example is None:
             example = self._read(newest)
+        missing = sorted(set(keys or ()) - set(example))
+        if missing:
+            raise ValueError(f'episode {newest.name} has no key(s) {", ".join(missing)}')
         signature = {
             key: tf.TensorSpec(
-                (batch_size, batch_length) + value.shape[1:], tf.as_dtype(value.dtype)
+                (batch_size, batch_length) + example[key].shape[1:], tf.as_dtype(example[key].dtype)
             )
-            for key, value in sorted(example.items())
-            if key not in NON_TRAINING_KEYS
+            for key in sorted(keys or example)
         }
         dtypes = {key: spec.dtype.as_numpy_dtype for key, spec in signature.items()}
 

@@ -13,13 +13,15 @@ was loaded in full, in part and not at all. Optimizer states are not transferred
 """
 
 import json
-import pathlib
 
 import numpy as np
 
 from dreamer_lsp._tf import tf
 from dreamer_lsp.config import ConfigError, atomic_write_text
+from dreamer_lsp.dreamer import CHECKPOINT_ROOT
+from dreamer_lsp.rundir import RunDir
 
+# The networks a transfer loads, by their names in `saved_modules()`; not optimizers or RNG.
 MODULES = ('world_model', 'actor', 'value', 'predictor', 'high_policy')
 
 # Variables whose size along one axis is a number of observation entries, as (axis, blocks):
@@ -32,17 +34,10 @@ OBSERVATION_SIZED = {
 }
 
 
-def latest_checkpoint(logdir):
-    """The variables prefix of a run's latest checkpoint; ConfigError if it has none."""
-    root = pathlib.Path(logdir).expanduser() / 'checkpoint'
-    latest = root / 'latest'
-    if not latest.exists():
-        raise ConfigError(f'transfer source {logdir} has no checkpoint ({latest} is missing)')
-    return root / latest.read_text().strip() / 'variables'
-
-
 def _checkpoint_key(module_name, path):
-    return '/'.join(['agent', module_name, *map(str, path), '.ATTRIBUTES', 'VARIABLE_VALUE'])
+    return '/'.join(
+        [CHECKPOINT_ROOT, module_name, *map(str, path), '.ATTRIBUTES', 'VARIABLE_VALUE']
+    )
 
 
 def shared_entries(source, target, axis, blocks):
@@ -79,12 +74,16 @@ def _loadable_in_part(label, source_shape, target_shape):
 
 def load_matching(agent, logdir):
     """Load the source run's variables of `MODULES` in full or in part; returns a report dict."""
-    prefix = latest_checkpoint(logdir)
+    source = RunDir(logdir)
+    prefix = source.latest_variables()
+    if prefix is None:
+        raise ConfigError(f'transfer source {logdir} has no checkpoint')
     reader = tf.train.load_checkpoint(str(prefix))
     shapes = reader.get_variable_to_shape_map()
     in_full, in_part, not_loaded = {}, {}, {}
+    saved = agent.saved_modules()
     for name in MODULES:
-        module = getattr(agent, name, None)
+        module = saved.get(name)
         if module is None:
             continue
         variables = module._flatten(with_path=True, predicate=lambda x: isinstance(x, tf.Variable))
@@ -116,7 +115,7 @@ def load_matching(agent, logdir):
                 f'observation entries loaded, {max(target_size - shared, 0)} new ones fresh'
             )
     return dict(
-        source=str(pathlib.Path(logdir).resolve()),
+        source=str(source.path.resolve()),
         checkpoint=str(prefix.parent.name),
         loaded_in_full=in_full,
         loaded_in_part=in_part,
@@ -124,9 +123,9 @@ def load_matching(agent, logdir):
     )
 
 
-def write_report(logdir, report):
-    """Save the transfer report to `<logdir>/transfer.json` and print a summary line."""
-    atomic_write_text(pathlib.Path(logdir) / 'transfer.json', json.dumps(report, indent=2))
+def write_report(run_dir, report):
+    """Save the transfer report to the run's `transfer.json` and print a summary line."""
+    atomic_write_text(run_dir.transfer_report, json.dumps(report, indent=2))
     counts = ', '.join(f'{k} {v}' for k, v in report['loaded_in_full'].items())
     print(
         f'Transfer: started from {report["source"]} ({report["checkpoint"]}): loaded {counts} '

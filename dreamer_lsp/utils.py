@@ -51,6 +51,13 @@ class Adam(tf.Module):
         self.loss_scale = tf.Variable(2.0**15, trainable=False)
         self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
 
+    def add(self, module):
+        """Also train `module`'s variables, clipped together with the others."""
+        variables = module.trainable_variables
+        self._trained.items.extend(variables)
+        self.first.extend(tf.Variable(tf.zeros_like(v), trainable=False) for v in variables)
+        self.second.extend(tf.Variable(tf.zeros_like(v), trainable=False) for v in variables)
+
     @property
     def variables_to_train(self):
         """The variables this optimizer updates."""

@@ -6,6 +6,7 @@ from dreamer_lsp import config as config_lib
 from dreamer_lsp import networks
 from dreamer_lsp._tf import tf
 from dreamer_lsp.dreamer import Dreamer
+from dreamer_lsp.world_model import flatten_states
 
 
 def make_agent(obs='features'):
@@ -110,10 +111,13 @@ def test_value_gradient_equals_a_second_forward_pass_on_stopped_features():
     for variable, value in zip(variables, initial):
         variable.assign(value)
     _, post, _ = agent.world_model.loss(data)  # the same random draws as the update
-    start = {k: tf.stop_gradient(v) for k, v in post.items()}
-    imag_feat, _, weights, returns, _, _ = agent.imagine_returns(start)
+    start = flatten_states({k: tf.stop_gradient(v) for k, v in post.items()})
+    sequence = agent.world_model.imagine(agent.imagination_policy, start, agent.config.horizon)
+    reward, _ = agent.task_reward(sequence)
+    weights, returns, _ = agent.behavior.target(sequence['feat'], reward)
+    value_net = agent.behavior.value
     with tf.GradientTape() as tape:
-        value = agent.value(tf.stop_gradient(imag_feat[:-1]))
+        value = value_net(tf.stop_gradient(sequence['feat'][:-1]))
         loss = -tf.reduce_mean(weights * value.log_prob(tf.stop_gradient(returns)))
-    expected = tf.linalg.global_norm(tape.gradient(loss, agent.value.trainable_variables))
+    expected = tf.linalg.global_norm(tape.gradient(loss, value_net.trainable_variables))
     np.testing.assert_allclose(norm, expected.numpy(), rtol=1e-4)

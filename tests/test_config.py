@@ -6,6 +6,7 @@ import pytest
 from dreamer_lsp import config as config_lib
 from dreamer_lsp import train
 from dreamer_lsp.config import ConfigError
+from dreamer_lsp.rundir import RunDir
 
 
 def test_blocks_merge_in_command_line_order():
@@ -153,7 +154,7 @@ def test_bad_input_is_refused_before_tensorflow_and_before_writing(tmp_path, fla
 
 def test_every_listed_task_is_known():
     for task in ('dmc_walker_walk', 'dmc_quadruped_cove', 'dmc_ball_in_cup_catch'):
-        train.check_task(task)
+        config_lib.check_task(task)
 
 
 def test_a_logdir_without_a_checkpoint_does_not_bind_its_config(tmp_path):
@@ -162,8 +163,8 @@ def test_a_logdir_without_a_checkpoint_does_not_bind_its_config(tmp_path):
     logdir.mkdir()
     config_lib.build(['debug'], {'task': 'dmc_walker_walk'}).save(logdir / 'config.yaml')
     corrected = config_lib.build(['debug'], {'task': 'dmc_cartpole_balance'})
-    train.check_saved_config(corrected, logdir)
+    train.check_saved_config(corrected, RunDir(logdir))
     (logdir / 'checkpoint').mkdir()
     (logdir / 'checkpoint' / 'latest').write_text('ckpt-000000400-00000002\n')
     with pytest.raises(ConfigError, match="task: 'dmc_walker_walk' -> 'dmc_cartpole_balance'"):
-        train.check_saved_config(corrected, logdir)
+        train.check_saved_config(corrected, RunDir(logdir))

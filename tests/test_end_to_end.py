@@ -13,6 +13,7 @@ import pytest
 from dreamer_lsp import config as config_lib
 from dreamer_lsp import train
 from dreamer_lsp._tf import nvidia_driver_present
+from dreamer_lsp.rundir import RunDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -251,4 +252,4 @@ def test_an_environment_error_is_one_line_with_the_traceback_in_the_logdir(tmp_p
     assert 'Traceback (most recent call last)' in log and 'camera_id=7 is invalid' in log
     # It stopped before its first checkpoint, so the corrected command is not refused.
     corrected = config_lib.parse_args(['--configs', 'debug', 'dmc_proprio', 'dreamer'])
-    train.check_saved_config(corrected.update({'logdir': str(logdir)}), logdir)
+    train.check_saved_config(corrected.update({'logdir': str(logdir)}), RunDir(logdir))

@@ -32,6 +32,14 @@ def start_states(agent, data):
     return {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in post.items()}
 
 
+def imagine(agent, start, plan):
+    """The imagined sequence of a plan (None: `hiro`), its reward and metrics, as in training."""
+    policy = agent.skill_policy(None if plan is None else plan['skills'])
+    sequence = agent.world_model.imagine(policy, start, agent.horizon)
+    reward, metrics = agent.reward(start, sequence, plan)
+    return sequence, reward, metrics
+
+
 def test_cem_converges_on_a_known_objective():
     target = tf.constant([[0.5, -1.0, 1.5]])
     rng = tf.random.Generator.from_seed(3)
@@ -126,25 +134,25 @@ def test_predictor_noise_is_a_config_key_and_applied():
 def test_intrinsic_reward_is_the_predictor_log_probability_of_the_rollout():
     agent = make('lsp', **{'skills.predictor_noise': 0.0})
     start = start_states(agent, batch(agent))
-    plan, _ = agent.plan_behavior(start)
-    _, _, _, _, aux, metrics = agent.imagine_returns(start, plan)
-    log_q = agent.predictor(aux['segments']).log_prob(aux['skills'])  # [S, N]
+    plan, _ = agent.plan_skills(start)
+    sequence, _, metrics = imagine(agent, start, plan)
+    segments = agent.segments(start, sequence)
+    log_q = agent.predictor(segments).log_prob(agent.segment_skills(sequence))  # [S, N]
     expected = tf.reduce_mean(log_q) / agent.skill_length
     np.testing.assert_allclose(metrics['intrinsic_reward'].numpy(), expected.numpy(), rtol=1e-5)
     k, feat = agent.skill_length, agent.world_model.rssm.feat_size
-    assert aux['segments'].shape[1:] == (start['deter'].shape[0], k + 1, feat)
+    assert segments.shape[1:] == (start['deter'].shape[0], k + 1, feat)
 
 
 @pytest.mark.parametrize('preset', ['no_mi', 'randskills_inp'])
 def test_presets_without_mi_have_no_intrinsic_reward(preset):
     agent = make(preset)
     start = start_states(agent, batch(agent))
-    plan, _ = agent.plan_behavior(start)
-    feats, _, _, returns, aux, metrics = agent.imagine_returns(start, plan)
-    assert aux == {} and 'intrinsic_reward' not in metrics
-    reward = agent.imagined_reward(feats)
-    _, expected, _ = agent.returns(feats, reward)
-    assert expected.shape == returns.shape
+    plan, _ = agent.plan_skills(start)
+    sequence, reward, metrics = imagine(agent, start, plan)
+    assert 'intrinsic_reward' not in metrics
+    task_reward = agent.world_model.task_reward(sequence)
+    np.testing.assert_array_equal(reward.numpy(), task_reward.numpy())
     assert 'predictor_log_likelihood' not in agent.train(batch(agent))
 
 
@@ -165,11 +173,11 @@ def test_random_skills_never_call_cem(monkeypatch):
 
 def test_fixed_policy_leaves_the_actor_bit_identical():
     agent = make('lsp_fixed_policy')
-    before = [v.numpy().copy() for v in agent.actor.variables]
+    before = [v.numpy().copy() for v in agent.behavior.actor.variables]
     predictor_before = [v.numpy().copy() for v in agent.predictor.variables]
     for seed in range(3):
         agent.train(batch(agent, seed))
-    for old, new in zip(before, agent.actor.variables):
+    for old, new in zip(before, agent.behavior.actor.variables):
         np.testing.assert_array_equal(old, new.numpy())
     assert any(
         not np.array_equal(o, n.numpy())
@@ -202,11 +210,11 @@ def normal_log_density(x, mean, std):
 
 
 def planned(agent, seed=0):
-    """plan_behavior on a batch, with the CEM result it was sampled from."""
+    """plan_skills on a batch, with the CEM result it was sampled from."""
     results = []
     original = agent.cem
     agent.cem = lambda start: results.append(original(start)) or results[-1]
-    plan, metrics = agent.plan_behavior(start_states(agent, batch(agent, seed)))
+    plan, metrics = agent.plan_skills(start_states(agent, batch(agent, seed)))
     mean, std, _ = (t.numpy() for t in results[0])
     return plan, metrics, mean, std
 
@@ -218,7 +226,7 @@ def test_entropy_floor_holds_only_with_noise_per_skill(per):
     plan, metrics, mean, std = planned(agent)
     np.testing.assert_array_equal(std, 0.0)
     skills = plan['skills'].numpy()  # [N, S, D]
-    _, _, _, _, _, behavior = agent.imagine_returns(start_states(agent, batch(agent)), plan)
+    _, _, behavior = imagine(agent, start_states(agent, batch(agent)), plan)
     spread = behavior['skill_spread'].numpy()
     np.testing.assert_allclose(spread, skills.std(0).mean(), rtol=1e-5)
     if per == 'skill':
@@ -241,8 +249,8 @@ def test_mutual_information_estimate_by_hand():
     skills = np.random.default_rng(1).normal(size=(n, s, d)).astype(np.float32)
     log_p = normal_log_density(skills, 0.0, 1.0).T  # [S, N] under N(0, I)
     plan = dict(skills=tf.constant(skills), log_p=tf.constant(log_p, tf.float32))
-    _, _, _, _, aux, metrics = agent.imagine_returns(start, plan)
-    predicted = agent.predictor(aux['segments'])
+    sequence, _, metrics = imagine(agent, start, plan)
+    predicted = agent.predictor(agent.segments(start, sequence))
     mean, std = predicted.mean().numpy(), predicted.stddev().numpy()  # [S, N, D]
     log_q = normal_log_density(np.transpose(skills, (1, 0, 2)), mean, std)
     np.testing.assert_allclose(
@@ -252,7 +260,7 @@ def test_mutual_information_estimate_by_hand():
 
 def test_random_skills_log_their_density_under_the_prior():
     agent = make('random_skills')
-    plan, _ = agent.plan_behavior(start_states(agent, batch(agent)))
+    plan, _ = agent.plan_skills(start_states(agent, batch(agent)))
     expected = normal_log_density(plan['skills'].numpy(), 0.0, 1.0).T
     np.testing.assert_allclose(plan['log_p'].numpy(), expected, rtol=1e-5)
 

@@ -8,8 +8,9 @@ import pytest
 from dreamer_lsp import config as config_lib
 from dreamer_lsp import networks
 from dreamer_lsp._tf import tf
-from dreamer_lsp.dreamer import Dreamer, WorldModel
+from dreamer_lsp.dreamer import Dreamer
 from dreamer_lsp.utils import Adam, lambda_return
+from dreamer_lsp.world_model import WorldModel
 
 
 def test_lambda_return_by_hand():

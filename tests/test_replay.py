@@ -144,8 +144,10 @@ def test_windows_are_slices_of_one_long_enough_episode(tmp_path, replays):
     replay = replays(tmp_path, seed=1)
     for i, length in enumerate(lengths):
         replay.add(make_episode(i, length))
-    dataset = replay.dataset(batch_size=8, batch_length=10)
-    assert set(dataset.element_spec) == {'action', 'reward', 'discount', 'image'}
+    with pytest.raises(ValueError, match='has no key.s. skill'):
+        replay.dataset(batch_size=8, batch_length=10, keys=('image', 'skill'))
+    dataset = replay.dataset(batch_size=8, batch_length=10, keys=('image', 'action', 'reward'))
+    assert set(dataset.element_spec) == {'action', 'reward', 'image'}
     assert dataset.element_spec['image'].dtype.name == 'uint8'
     used = set()
     for batch in take(replay, iter(dataset), 25):

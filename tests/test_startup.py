@@ -8,6 +8,7 @@ import pytest
 
 from dreamer_lsp import _tf
 from dreamer_lsp.logger import Logger
+from dreamer_lsp.rundir import RunDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_DRIVER = not _tf.nvidia_driver_present()
@@ -59,7 +60,7 @@ def test_filtered_stderr_passes_every_other_line(capfd):
 
 
 def test_progress_line_shows_what_is_known(tmp_path, capsys):
-    logger = Logger(tmp_path, 1000)
+    logger = Logger(RunDir(tmp_path), 1000)
     logger.write(100, 0)
     first = capsys.readouterr().out
     assert first.strip() == '[     100/1000]'

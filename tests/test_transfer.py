@@ -11,20 +11,19 @@ import pytest
 from dreamer_lsp import config as config_lib
 from dreamer_lsp._tf import tf
 from dreamer_lsp.agents import make_agent
-from dreamer_lsp.config import ConfigError
+from dreamer_lsp.config import ConfigError, check
 from dreamer_lsp.envs import ProcessEnv
-from dreamer_lsp.train import Trainer, check_config
-from dreamer_lsp.transfer import latest_checkpoint, load_matching, shared_entries, write_report
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tools import skill_rollouts  # noqa: E402
+from dreamer_lsp.rundir import RunDir
+from dreamer_lsp.train import Trainer
+from dreamer_lsp.transfer import load_matching, shared_entries, write_report
+from tools import skill_rollouts
 
 
 def make_config(logdir, *blocks, **overrides):
     config = config_lib.build(
         ['debug', 'dmc_proprio', *blocks], {'logdir': str(logdir), **overrides}
     )
-    check_config(config)
+    check(config)
     return config
 
 
@@ -37,7 +36,7 @@ def source_run(tmp_path_factory):
 
 
 def checkpoint_value(logdir, key):
-    reader = tf.train.load_checkpoint(str(latest_checkpoint(logdir)))
+    reader = tf.train.load_checkpoint(str(RunDir(logdir).latest_variables()))
     return reader.get_tensor(key)
 
 
@@ -49,7 +48,7 @@ def test_transfer_loads_the_source_weights_and_trains(source_run, tmp_path):
         **{'transfer.checkpoint': str(source_run), 'skills.length': 4, 'skills.horizon': 8},
     )
     trainer = Trainer(config)
-    actor_kernel = trainer.agent.actor.net.hidden[0].kernel.numpy()
+    actor_kernel = trainer.agent.behavior.actor.net.hidden[0].kernel.numpy()
     expected = checkpoint_value(
         source_run, 'agent/actor/net/hidden/0/kernel/.ATTRIBUTES/VARIABLE_VALUE'
     )
@@ -69,7 +68,9 @@ def test_transfer_loads_the_source_weights_and_trains(source_run, tmp_path):
     assert any(name.startswith('predictor/') for name in report['not_loaded'])
     trainer.run()
     # lsp_fixed_policy: the transferred low-level actor is still bit-identical after training.
-    np.testing.assert_array_equal(trainer.agent.actor.net.hidden[0].kernel.numpy(), expected)
+    np.testing.assert_array_equal(
+        trainer.agent.behavior.actor.net.hidden[0].kernel.numpy(), expected
+    )
     lines = [json.loads(line) for line in (tmp_path / 'target' / 'metrics.jsonl').open()]
     assert any('train/model_loss' in line for line in lines)
 
@@ -85,11 +86,11 @@ def test_transfer_with_a_seeded_replay_skips_the_prefill(source_run, tmp_path, c
         },
     )
     trainer = Trainer(config)
-    assert trainer.replay.num_episodes == 4 and trainer.prefill_end == 0
+    assert trainer.replay.num_episodes == 4 and trainer.loop.prefill_end == 0
     trainer.run()
     output = capsys.readouterr().out
     assert 'Seeded the replay with 4 episodes' in output and 'Prefilled' not in output
-    assert trainer.updates >= config.pretrain
+    assert trainer.loop.updates >= config.pretrain
 
 
 def quadruped_space_and_observation(task):
@@ -107,11 +108,11 @@ def test_transfer_to_more_observation_entries_keeps_the_embedding(tmp_path):
     config = config_lib.build(['debug', 'dmc_proprio', 'lsp'])
     source = make_agent(config, source_space, actions)
     checkpoint = tmp_path / 'source' / 'checkpoint'
-    tf.train.Checkpoint(agent=source).write(str(checkpoint / 'ckpt-0' / 'variables'))
+    source.checkpoint().write(str(checkpoint / 'ckpt-0' / 'variables'))
     (checkpoint / 'latest').write_text('ckpt-0')
     target = make_agent(config.update({'seed': 1}), target_space, actions)
     report = load_matching(target, tmp_path / 'source')
-    write_report(tmp_path / 'target', report)
+    write_report(RunDir(tmp_path / 'target'), report)
 
     # The reach observation with its goal entries (the last 3) at zero: the same embedding.
     shared = observation.copy()
@@ -161,7 +162,7 @@ def test_missing_transfer_source_is_a_config_error(tmp_path):
         ['debug'], {'logdir': str(tmp_path / 'x'), 'transfer.checkpoint': str(tmp_path / 'none')}
     )
     with pytest.raises(ConfigError, match='is not a directory'):
-        check_config(config)
+        check(config)
 
 
 def test_skill_rollouts_figure_from_a_checkpoint(source_run, tmp_path):
@@ -170,7 +171,8 @@ def test_skill_rollouts_figure_from_a_checkpoint(source_run, tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            'tools/skill_rollouts.py',
+            '-m',
+            'tools.skill_rollouts',
             '--run',
             str(source_run),
             '--out',

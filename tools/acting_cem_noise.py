@@ -54,8 +54,10 @@ def measure(agent, latent, particles, repeats, reference):
 
     @tf.function
     def plan_value(plan, count):  # plan [S, D]: its value averaged over `count` rollouts
-        feats, _, _ = agent.rollout(tiled(count), tf.repeat(plan[None], count, 0))
-        _, returns, _ = agent.returns(feats, agent.imagined_reward(feats))
+        policy = agent.skill_policy(tf.repeat(plan[None], count, 0))
+        sequence = agent.world_model.imagine(policy, tiled(count), agent.horizon)
+        reward = agent.world_model.task_reward(sequence)
+        _, returns, _ = agent.behavior.target(sequence['feat'], reward)
         return tf.reduce_mean(returns[0])
 
     cem = tf.function(lambda: agent.cem(tiled(particles)))

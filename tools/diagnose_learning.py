@@ -53,6 +53,7 @@ def discounted_returns(reward, discount):
 def make_probe(agent):
     """A compiled function that probes `agent` on one episode's observations and actions."""
     from dreamer_lsp._tf import tf
+    from dreamer_lsp.world_model import flatten_states
 
     world_model, config = agent.world_model, agent.config
     horizon = config.horizon
@@ -62,9 +63,9 @@ def make_probe(agent):
         embed = world_model.encoder(world_model.preprocess(data))
         post, _ = world_model.rssm.observe(embed, tf.cast(action[None], agent.dtype))
         feat = world_model.rssm.feat(post)[0]  # [T + 1, F]
-        value = agent.value(feat).mode()
+        value = agent.behavior.value(feat).mode()
         reward = world_model.reward(feat).mode()
-        actor = agent.actor(feat)
+        actor = agent.behavior.actor(feat)
         # Open loop: from the posterior at t, the real actions t+1 .. t+H through the prior.
         length = action.shape[0]
         starts = length - horizon
@@ -74,16 +75,18 @@ def make_probe(agent):
             state = world_model.rssm.img_step(state, tf.cast(action[k : starts + k], agent.dtype))
             open_loop.append(world_model.reward(world_model.rssm.feat(state)).mode())
         open_loop = tf.stack(open_loop, 1)  # [starts, H]: predicted reward[t + k]
-        start = {k: v[:, : length // 2] for k, v in post.items()}
-        imag_feat, imag_value, _, returns, _, _ = agent.imagine_returns(start)
-        imag_actor = agent.actor(imag_feat)
+        start = flatten_states({k: v[:, : length // 2] for k, v in post.items()})
+        sequence = world_model.imagine(agent.imagination_policy, start, horizon)
+        imag_reward, _ = agent.task_reward(sequence)
+        _, returns, imag_value = agent.behavior.target(sequence['feat'], imag_reward)
+        imag_actor = agent.behavior.actor(sequence['feat'])
         return dict(
             value=value,
             reward=reward,
             open_loop=open_loop,
             actor_mean=actor.mean,
             actor_std=actor.std,
-            imag_reward=agent.imagined_reward(imag_feat),
+            imag_reward=imag_reward,
             imag_value=imag_value,
             imag_return=returns[0],
             imag_actor_mean=imag_actor.mean,
@@ -207,7 +210,7 @@ def main(argv=None):
 
     try:
         config = config_lib.parse_args(trainer_argv)
-        train.check_config(config)
+        config_lib.check(config)
         if config.skills.high_level != 'none':
             raise ConfigError('diagnose_learning probes Dreamer runs only (method dreamer)')
         trainer = train.Trainer(config)
@@ -218,15 +221,15 @@ def main(argv=None):
 
     agent, replay = trainer.agent, trainer.replay
     probe = make_probe(agent)
-    path = trainer.logdir / 'diagnostics.jsonl'
+    path = trainer.run_dir.path / 'diagnostics.jsonl'
     train_step = agent.train
 
     def train_and_probe(data):
         metrics = train_step(data)
-        updates = trainer.updates + 1
+        updates = trainer.loop.updates + 1
         if updates % args.probe_every == 0 or updates == 1:
             newest = replay.directory / f'{replay.episode_names[-1]}.npz'
-            line = dict(updates=updates, step=trainer.step)
+            line = dict(updates=updates, step=trainer.loop.step)
             line.update(probe_episode(agent, probe, load_episode(newest)))
             line.update({f'train/{k}': float(v.numpy()) for k, v in metrics.items()})
             with path.open('a') as file:

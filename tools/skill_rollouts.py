@@ -27,6 +27,7 @@ import numpy as np
 from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError
 from dreamer_lsp.envs import ProcessEnv
+from dreamer_lsp.rundir import RunDir
 from dreamer_lsp.train import env_kwargs
 
 
@@ -95,12 +96,10 @@ def motion_spread(final_qpos):
 
 def load_agent(run, env, config):
     """The agent of `run`'s latest checkpoint, for `env`'s spaces."""
-    from dreamer_lsp import transfer
-    from dreamer_lsp._tf import tf
     from dreamer_lsp.agents import make_agent
 
     agent = make_agent(config, env.obs_space, env.action_size)
-    tf.train.Checkpoint(agent=agent).read(str(transfer.latest_checkpoint(run))).expect_partial()
+    agent.checkpoint().read(str(RunDir(run).latest_variables())).expect_partial()
     return agent
 
 

@@ -1,0 +1,108 @@
+"""Behaviour learning in imagination [D §4, ref Dreamer._train]: an actor and a value learned
+from imagined trajectories of a world model under a reward function."""
+
+from dreamer_lsp import networks
+from dreamer_lsp._tf import tf, tfd
+from dreamer_lsp.utils import Adam, lambda_return
+
+
+class ActorCritic(tf.Module):
+    """The actor q(a | s, c) and the value v(s) with their optimizers.
+
+    `condition_size` inputs next to the features condition the actor (none for Dreamer; an
+    agent that extends it may condition its actor on more). The value sees the features only.
+    """
+
+    def __init__(self, config, feat_size, action_size, rng, loss_scaling, condition_size=0):
+        super().__init__(name='actor_critic')
+        self.config = config
+        model = config.model
+        self.actor = networks.ActionHead(
+            rng,
+            feat_size + condition_size,
+            action_size,
+            config.actor.layers,
+            model.units,
+            model.dense_act,
+            config.actor.init_std,
+            config.actor.min_std,
+            config.actor.mean_scale,
+        )
+        self.value = networks.NormalHead(
+            rng, feat_size, config.value.layers, model.units, model.dense_act
+        )
+        self.actor_opt = Adam(
+            'actor_opt',
+            [self.actor],
+            config.actor.lr,
+            config.grad_clip,
+            config.adam_eps,
+            loss_scaling,
+        )
+        self.value_opt = Adam(
+            'value_opt',
+            [self.value],
+            config.value.lr,
+            config.grad_clip,
+            config.adam_eps,
+            loss_scaling,
+        )
+        self._rng = rng
+
+    def policy(self, feat, condition=None):
+        """The action distribution q(a | s, c) for features [..., F] and condition [..., C]."""
+        if condition is not None:
+            feat = tf.concat([feat, tf.cast(condition, feat.dtype)], -1)
+        return self.actor(feat)
+
+    def explore(self, dist, explore):
+        """An action of `dist`: a sample plus Gaussian noise of `actor.expl_amount` when
+        exploring, else the mode plus `actor.eval_noise` [ref Dreamer._exploration]."""
+        action = dist.sample() if explore else dist.mode()
+        amount = self.config.actor.expl_amount if explore else self.config.actor.eval_noise
+        if amount:
+            noise = amount * self._rng.normal(tf.shape(action))
+            action = tf.clip_by_value(action + noise, -1.0, 1.0)
+        return action
+
+    def target(self, feat, reward):
+        """Discount weights [H-1, N], λ-returns [H-1, N] and values [H, N] of a rollout [ref].
+
+        feat: [H, N, F]; reward: [H-1, N], the rewards of all imagined states but the last.
+        """
+        value = self.value(feat).mode()
+        pcont = self.config.discount * tf.ones_like(reward)
+        returns = lambda_return(reward, value[:-1], pcont, value[-1], self.config.return_lambda)
+        weights = tf.stop_gradient(
+            tf.math.cumprod(tf.concat([tf.ones_like(pcont[:1]), pcont[:-1]], 0), 0)
+        )
+        return weights, returns, value
+
+    def train(self, world_model, start, policy, reward_fn, horizon, update_actor=True):
+        """Imagine from `start` under `policy`, then one actor and one value update [D §4].
+
+        reward_fn(sequence) returns the rewards [H - 1, N] of the imagined states but the last
+        and metrics. The actor maximises the λ-returns through the dynamics; the value regresses
+        them. Returns the imagined sequence (the policy's keys, 'feat') and metrics.
+        """
+        # The value loss reuses the values computed for the actor's λ-returns (same features,
+        # same weights) where the reference runs the value network a second time. The value
+        # tape watches only the value network, so its gradient is the reference's.
+        with (
+            tf.GradientTape() as actor_tape,
+            tf.GradientTape(watch_accessed_variables=False) as value_tape,
+        ):
+            value_tape.watch(self.value.trainable_variables)
+            sequence = world_model.imagine(policy, start, horizon)
+            reward, metrics = reward_fn(sequence)
+            weights, returns, value = self.target(sequence['feat'], reward)
+            actor_loss = -tf.reduce_mean(weights * returns)
+        with value_tape:
+            value_like = tfd.Normal(value[:-1], 1.0).log_prob(tf.stop_gradient(returns))
+            value_loss = -tf.reduce_mean(weights * value_like)
+        metrics['imag_value'] = tf.reduce_mean(value)
+        if update_actor:
+            metrics['actor_grad_norm'] = self.actor_opt.minimize(actor_tape, actor_loss)
+        metrics['value_grad_norm'] = self.value_opt.minimize(value_tape, value_loss)
+        metrics.update(actor_loss=actor_loss, value_loss=value_loss)
+        return sequence, metrics

@@ -1,0 +1,161 @@
+"""The run directory: one owner of its layout, its checkpoints and what makes a run finished.
+
+    <logdir>/config.yaml        the resolved config (a resumed run must match it)
+    <logdir>/metrics.jsonl      one JSON line per log interval, episode and evaluation
+    <logdir>/tensorboard/       the same scalars for TensorBoard
+    <logdir>/train_episodes/    every episode, <index:06d>-<steps>.npz
+    <logdir>/videos/            evaluation videos
+    <logdir>/checkpoint/        ckpt-<step:09d>-<updates:08d>/{variables.*, state.json} and
+                                `latest`, the name of the newest complete one
+    <logdir>/env_errors.log     tracebacks of failed environment workers
+    <logdir>/transfer.json      what a transferred run loaded from its source
+
+Used by the trainer, by transfer (reading a source run) and by the sweep launcher (deciding
+what is finished). It never imports TensorFlow: the checkpoint's variables are written and read
+by callables the caller passes.
+"""
+
+import json
+import pathlib
+import shutil
+
+from dreamer_lsp.config import atomic_write_text
+
+VARIABLES = 'variables'
+STATE = 'state.json'
+LATEST = 'latest'
+
+
+class CheckpointError(Exception):
+    """A run's checkpoints exist but none can be read; the message is one line."""
+
+
+class RunDir:
+    """The directory of one training run."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path).expanduser()
+
+    def __str__(self):
+        return str(self.path)
+
+    config = property(lambda self: self.path / 'config.yaml', doc='The saved config.')
+    metrics = property(lambda self: self.path / 'metrics.jsonl', doc='The metrics log.')
+    tensorboard = property(lambda self: self.path / 'tensorboard', doc='TensorBoard events.')
+    episodes = property(lambda self: self.path / 'train_episodes', doc='Episode files.')
+    videos = property(lambda self: self.path / 'videos', doc='Evaluation videos.')
+    checkpoints = property(lambda self: self.path / 'checkpoint', doc='Checkpoint directory.')
+    env_errors = property(lambda self: self.path / 'env_errors.log', doc='Worker tracebacks.')
+    transfer_report = property(lambda self: self.path / 'transfer.json', doc='Transfer report.')
+
+    # Checkpoints -------------------------------------------------------------------------
+
+    def latest_name(self):
+        """The name of the newest complete checkpoint, or None without one."""
+        try:
+            return (self.checkpoints / LATEST).read_text().strip()
+        except OSError:
+            return None
+
+    def latest_variables(self):
+        """The variables prefix of the newest checkpoint, or None without one."""
+        name = self.latest_name()
+        return None if name is None else self.checkpoints / name / VARIABLES
+
+    def checkpoint_state(self):
+        """The loop state saved with the newest checkpoint, or None if there is none readable."""
+        name = self.latest_name()
+        try:
+            return json.loads((self.checkpoints / name / STATE).read_text()) if name else None
+        except (OSError, ValueError):
+            return None
+
+    def save_checkpoint(self, name, write_variables, state, keep):
+        """Write checkpoint `name` atomically and keep only the newest `keep`.
+
+        write_variables(prefix) writes the weights; `state` (JSON) is the loop's state. The
+        checkpoint is written to a hidden temporary directory and renamed, then `latest` is
+        replaced atomically, so an interruption leaves the previous checkpoint current.
+        """
+        root = self.checkpoints
+        target, temporary = root / name, root / f'.{name}.tmp'
+        for stale in (target, temporary):
+            if stale.exists():
+                shutil.rmtree(stale)
+        temporary.mkdir(parents=True)
+        write_variables(str(temporary / VARIABLES))
+        (temporary / STATE).write_text(json.dumps(state))
+        temporary.rename(target)
+        atomic_write_text(root / LATEST, name)
+        checkpoints = sorted(path for path in root.glob('ckpt-*') if path.is_dir())
+        for old in checkpoints[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        for leftover in root.glob('.*'):  # temporaries of interrupted writes
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
+
+    def load_checkpoint(self, read_variables, read_errors=()):
+        """Read the newest readable checkpoint; its saved state, or None without a checkpoint.
+
+        read_variables(prefix) restores the weights and raises on a mismatch. A checkpoint that
+        cannot be read (truncated, corrupted; `read_errors` and the usual I/O and format errors)
+        is moved aside to `unreadable-<name>` with a one-line warning and the one before it is
+        tried; CheckpointError when none is left.
+        """
+        name = self.latest_name()
+        if name is None:
+            return None
+        errors = (OSError, ValueError, LookupError, AssertionError, *read_errors)
+        candidates = sorted(
+            (p for p in self.checkpoints.glob('ckpt-*') if p.is_dir() and p.name <= name),
+            reverse=True,
+        )
+        for directory in candidates:
+            try:
+                state = json.loads((directory / STATE).read_text())
+                read_variables(str(directory / VARIABLES))
+            except errors as error:
+                reason = ' '.join(f'{type(error).__name__}: {error}'.split())[:200]
+                directory.rename(directory.with_name(f'unreadable-{directory.name}'))
+                print(
+                    f'Warning: checkpoint {directory.name} cannot be read ({reason}); '
+                    'trying the one before it.',
+                    flush=True,
+                )
+                continue
+            atomic_write_text(self.checkpoints / LATEST, directory.name)
+            return state
+        raise CheckpointError(
+            f'{self.checkpoints} holds no readable checkpoint (latest: {name}); '
+            'move it aside to start over'
+        )
+
+    # Progress ----------------------------------------------------------------------------
+
+    def final_evaluation_logged(self, steps):
+        """Whether metrics.jsonl has a `test/return` line at or past `steps`."""
+        try:
+            lines = self.metrics.read_text().splitlines()
+        except OSError:
+            return False
+        for line in reversed(lines):
+            try:
+                record = json.loads(line)
+                step = record['step']
+            except (ValueError, KeyError, TypeError):
+                continue
+            if step < steps:
+                return False
+            if 'test/return' in record:
+                return True
+        return False
+
+    def is_finished(self, steps):
+        """Whether a run of `steps` has nothing left to do.
+
+        Its newest checkpoint is at or past `steps` and its final evaluation is logged: SIGTERM
+        in the last episode checkpoints past `steps` before the final evaluation, and SIGKILL
+        between the final evaluation and the final checkpoint leaves an older checkpoint.
+        """
+        state = self.checkpoint_state()
+        step = None if state is None else state.get('step')
+        return step is not None and step >= steps and self.final_evaluation_logged(steps)

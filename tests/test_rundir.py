@@ -1,0 +1,78 @@
+"""The run directory and the loop's record, with real files (no TensorFlow)."""
+
+import json
+
+import pytest
+
+from dreamer_lsp import config as config_lib
+from dreamer_lsp.rundir import CheckpointError, RunDir
+from dreamer_lsp.train import Every, LoopState
+
+
+def write_variables(prefix):
+    with open(f'{prefix}.data', 'w') as file:
+        file.write('weights')
+
+
+def read_variables(prefix):
+    with open(f'{prefix}.data') as file:
+        if file.read() != 'weights':
+            raise ValueError('corrupted')
+
+
+def test_every_is_due_once_per_interval_at_the_first_step_past_it():
+    every = Every(5)
+    due = [step for step in (0, 3, 4, 7, 9, 10, 24, 25) if every(step)]
+    assert due == [0, 7, 10, 24, 25]
+    assert every.next == 30
+
+
+def test_loop_state_round_trips_in_the_checkpoint_format():
+    config = config_lib.build(['debug'])
+    loop = LoopState.start(config)
+    loop.step, loop.updates, loop.episodes, loop.prefill_end = 1200, 42, 7, 400
+    loop.eval(1200)
+    record = loop.to_json()
+    # The keys of checkpoints written before the loop state was one record.
+    assert set(record) == {
+        'step',
+        'updates',
+        'episodes',
+        'prefill_end',
+        'next_eval',
+        'next_log',
+        'next_checkpoint',
+    }
+    assert record['next_eval'] == 1200 + config.eval_every
+    restored = LoopState.start(config)
+    restored.restore(json.loads(json.dumps(record)))
+    assert restored == loop
+
+
+def test_checkpoints_are_kept_newest_first_and_an_unreadable_one_is_moved_aside(tmp_path, capsys):
+    run = RunDir(tmp_path / 'run')
+    assert run.load_checkpoint(read_variables) is None and run.checkpoint_state() is None
+    for step in (100, 200, 300):
+        run.save_checkpoint(f'ckpt-{step:09d}', write_variables, {'step': step}, keep=2)
+    names = sorted(path.name for path in run.checkpoints.iterdir())
+    assert names == ['ckpt-000000200', 'ckpt-000000300', 'latest']
+    assert run.latest_name() == 'ckpt-000000300' and run.checkpoint_state() == {'step': 300}
+    (run.checkpoints / 'ckpt-000000300' / 'variables.data').write_text('truncat')
+    assert run.load_checkpoint(read_variables) == {'step': 200}
+    assert 'ckpt-000000300 cannot be read (ValueError: corrupted)' in capsys.readouterr().out
+    assert run.latest_name() == 'ckpt-000000200'
+    assert (run.checkpoints / 'unreadable-ckpt-000000300').is_dir()
+    (run.checkpoints / 'ckpt-000000200' / 'variables.data').unlink()
+    with pytest.raises(CheckpointError, match='holds no readable checkpoint'):
+        run.load_checkpoint(read_variables)
+
+
+def test_a_run_is_finished_with_its_checkpoint_and_final_evaluation_past_steps(tmp_path):
+    run = RunDir(tmp_path)
+    run.save_checkpoint('ckpt-a', write_variables, {'step': 1000}, keep=1)
+    lines = [{'step': 900, 'test/return': 1.0}, {'step': 1000, 'train/return': 2.0}]
+    run.metrics.write_text(''.join(json.dumps(line) + '\n' for line in lines))
+    assert not run.is_finished(1000)  # the last evaluation is before `steps`
+    with run.metrics.open('a') as file:
+        file.write(json.dumps({'step': 1000, 'test/return': 3.0}) + '\n')
+    assert run.is_finished(1000) and not run.is_finished(1200)
