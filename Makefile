@@ -19,7 +19,7 @@ run: $(VENV)/.installed
 	$(PY) -m dreamer_lsp --configs dmc_proprio dreamer quickstart --logdir $(LOGDIR)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 benchmark: $(VENV)/.installed
 	$(PY) -m tools.benchmark
