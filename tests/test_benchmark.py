@@ -31,9 +31,16 @@ def test_benchmark_smoke(tmp_path):
             'update_lsp_pixels',
             'cem',
             'acting',
+            'small_update_lsp_subset',
+            'small_cem',
+            'small_end_to_end',
             'memory',
             '--memory-updates',
             '3',
+            '--cem-subset',
+            '4',
+            '--end-to-end-steps',
+            '600',
             '--profile',
             str(tmp_path / 'profile'),
         ],
@@ -48,6 +55,18 @@ def test_benchmark_smoke(tmp_path):
     for case in ('update_dreamer_features', 'update_lsp_pixels'):
         assert figures[case]['seconds']['median'] > 0 and figures[case]['flops'] > 0
     assert figures['cem']['acting']['starts'] == 1
+    # The small regime: the learning check's batch (shrunk by debug to 4 x 8), a subset of 4.
+    assert figures['small_update_lsp_subset']['seconds']['median'] > 0
+    assert [figures['small_cem'][k]['starts'] for k in ('train', 'train_subset', 'acting')] == [
+        32,
+        4,
+        1,
+    ]
+    for run in ('dreamer', 'lsp_subset'):
+        end_to_end = figures['small_end_to_end'][run]
+        assert end_to_end['intervals'] >= 2  # the interval ending at 600 (prefill + 200) is not
+        assert end_to_end['env_steps_per_second'] > 0 and end_to_end['updates_per_second'] > 0
+        assert end_to_end['acting_ms']['acting/step_ms'] > 0
     assert figures['acting']['lsp']['steps_per_second_agent_only'] > 0
     assert figures['peak_rss_mib'] > 0
     assert [update for update, _ in figures['memory']['peak_rss_mib']] == [1, 2, 3]

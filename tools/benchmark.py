@@ -1,4 +1,4 @@
-"""Benchmark the agent at paper size on this machine and print (and save) the figures.
+"""Benchmark the agent at paper size and in the small regime, and print (and save) the figures.
 
     .venv/bin/python -m tools.benchmark                    # everything, paper size
     .venv/bin/python -m tools.benchmark --only update_dreamer_features cem --repeats 3
@@ -16,6 +16,16 @@ matrix-product peak measured in the same run. `memory` follows the peak resident
 `--memory-updates` updates (it is not part of the default run: 1,000 paper-size updates take
 about 20 minutes; `--only memory`). `--profile DIR` profiles one more update of each update case,
 prints the op types that took the most time and leaves the trace for TensorBoard's profile tab.
+
+The `small_*` cases measure the regime every result on a small machine comes from: the
+`learning_check` block (cartpole balance with features, batch 8 x 50, one update per 5
+environment steps). `small_update_lsp` scores CEM on all B*T = 400 start states as the paper,
+`small_update_lsp_subset` on `--cem-subset` of them (the deviation slow machines use);
+`small_cem` times the CEM call alone at those sizes and at acting size; `small_end_to_end` runs
+the real training program (physics, acting, replay and updates) for `--end-to-end-steps` after
+its prefill and reports environment steps and updates per second over the log intervals after
+the first one past the prefill (so tracing, pretraining and the first evaluation do not count),
+and where an agent step's time goes.
 """
 
 import argparse
@@ -25,6 +35,9 @@ import os
 import pathlib
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -34,9 +47,13 @@ from dreamer_lsp._tf import tf
 from dreamer_lsp.agents import make_agent
 from dreamer_lsp.dreamer import compute_dtype
 from dreamer_lsp.envs import ProcessEnv
+from dreamer_lsp.world_model import flatten_states
 
 FEATURE_SIZE = 78  # quadruped walk
 ACTION_SIZE = 12
+# The small regime: the learning check's block and task (cartpole balance: 5 features, 1 action).
+SMALL_BLOCKS = ('learning_check',)
+SMALL_TASK, SMALL_FEATURE_SIZE, SMALL_ACTION_SIZE = 'dmc_cartpole_balance', 5, 1
 
 CASES = (
     'matmul_peak',
@@ -46,6 +63,11 @@ CASES = (
     'update_lsp_pixels',
     'cem',
     'acting',
+    'small_update_dreamer',
+    'small_update_lsp',
+    'small_update_lsp_subset',
+    'small_cem',
+    'small_end_to_end',
     'memory',
 )
 
@@ -150,24 +172,30 @@ def profile_ops(function, directory, top):
     ]
 
 
-def build(preset, obs_type, args, overrides=None):
-    """A paper-size agent (unless `args.blocks` shrink it) and a synthetic batch for it."""
-    blocks = [*args.blocks, 'dmc_proprio' if obs_type == 'features' else 'dmc_vision', preset]
+def build(preset, obs_type, args, overrides=None, small=False):
+    """An agent and a synthetic batch: paper size, or the small regime with `small` (either
+    shrunk further by `args.blocks`)."""
+    observation = 'dmc_proprio' if obs_type == 'features' else 'dmc_vision'
+    regime = SMALL_BLOCKS if small else ()
+    blocks = [*regime, *args.blocks, observation, preset]
     config = config_lib.build(blocks, {'precision': args.precision, **(overrides or {})})
+    feature_size, action_size = (
+        (SMALL_FEATURE_SIZE, SMALL_ACTION_SIZE) if small else (FEATURE_SIZE, ACTION_SIZE)
+    )
     space = (
-        {'features': ((FEATURE_SIZE,), np.float32)}
+        {'features': ((feature_size,), np.float32)}
         if obs_type == 'features'
         else {'image': ((64, 64, 3), np.uint8)}
     )
-    agent = make_agent(config, space, ACTION_SIZE)
+    agent = make_agent(config, space, action_size)
     rng = np.random.default_rng(0)
     b, t = config.batch_size, config.batch_length
     data = {
-        'action': tf.constant(rng.uniform(-1, 1, (b, t, ACTION_SIZE)), tf.float32),
+        'action': tf.constant(rng.uniform(-1, 1, (b, t, action_size)), tf.float32),
         'reward': tf.constant(rng.normal(size=(b, t)), tf.float32),
     }
     if obs_type == 'features':
-        data['features'] = tf.constant(rng.normal(size=(b, t, FEATURE_SIZE)), tf.float32)
+        data['features'] = tf.constant(rng.normal(size=(b, t, feature_size)), tf.float32)
     else:
         data['image'] = tf.constant(rng.integers(0, 256, (b, t, 64, 64, 3)), tf.uint8)
     return agent, data
@@ -184,10 +212,10 @@ def bench_matmul(args):
     return dict(seconds=summary(times), gflops=flops / statistics.median(times) / 1e9)
 
 
-def bench_update(preset, obs_type, args):
+def bench_update(preset, obs_type, args, small=False, train_starts=None):
     """Seconds per compiled train update and its achieved GFLOP/s."""
-    overrides = {'cem.train_starts': args.cem_train_starts}
-    agent, data = build(preset, obs_type, args, overrides)
+    starts = args.cem_train_starts if train_starts is None else train_starts
+    agent, data = build(preset, obs_type, args, {'cem.train_starts': starts}, small)
     traced, executed = count_flops(agent.train.get_concrete_function(data))
 
     def update():
@@ -201,18 +229,37 @@ def bench_update(preset, obs_type, args):
         gflops=executed / statistics.median(times) / 1e9,
     )
     if args.profile:
-        directory = args.profile / f'update_{preset}_{obs_type}'
+        regime = 'small_' if small else ''
+        subset = f'_{starts}' if starts else ''
+        directory = args.profile / f'{regime}update_{preset}_{obs_type}{subset}'
         result['profile'] = profile_ops(update, directory, args.profile_top)
     return result
 
 
-def bench_cem(args):
-    """The CEM call alone at training size (all B*T starts) and acting size (one state)."""
-    agent, data = build('lsp', 'features', args)
+def bench_update_case(case, args):
+    """`update_<preset>_<observation>` at paper size, or one of the `small_update_*` cases."""
+    if case == 'small_update_dreamer':
+        return bench_update('dreamer', 'features', args, small=True)
+    if case == 'small_update_lsp':
+        return bench_update('lsp', 'features', args, small=True, train_starts=0)
+    if case == 'small_update_lsp_subset':
+        return bench_update('lsp', 'features', args, small=True, train_starts=args.cem_subset)
+    _, preset, obs_type = case.split('_')
+    return bench_update(preset, obs_type, args)
+
+
+def bench_cem(args, small=False):
+    """The CEM call alone at training size (all B*T starts; with `small` also the subset of
+    `--cem-subset`) and acting size (one state)."""
+    agent, data = build('lsp', 'features', args, small=small)
     _, post, _ = agent.world_model.loss(data)
-    starts = {k: tf.reshape(v, (-1, v.shape[-1])) for k, v in post.items()}
+    starts = flatten_states(post)
+    sizes = {'train': starts}
+    if small:
+        sizes['train_subset'] = {k: v[: args.cem_subset] for k, v in starts.items()}
+    sizes['acting'] = {k: v[:1] for k, v in starts.items()}
     results = {}
-    for name, state in (('train', starts), ('acting', {k: v[:1] for k, v in starts.items()})):
+    for name, state in sizes.items():
         cem = tf.function(agent.cem)
         traced, executed = count_flops(cem.get_concrete_function(state))
         times = timed(lambda s=state, c=cem: c(s)[0].numpy(), args.warmup, args.repeats)
@@ -260,6 +307,75 @@ def bench_acting(args):
     return results
 
 
+def bench_end_to_end(args):
+    """Environment steps and updates per second of the real training program, small regime."""
+    results = {}
+    for name, preset, extra in (
+        ('dreamer', 'dreamer', ()),
+        ('lsp_subset', 'lsp', ('--cem.train_starts', str(args.cem_subset))),
+    ):
+        blocks = [*SMALL_BLOCKS, *args.blocks]
+        config = config_lib.build(['dmc_proprio', preset, *blocks])
+        with tempfile.TemporaryDirectory() as directory:
+            command = [
+                sys.executable,
+                '-m',
+                'dreamer_lsp',
+                '--configs',
+                'dmc_proprio',
+                preset,
+                *blocks,
+                '--task',
+                SMALL_TASK,
+                '--steps',
+                str(config.prefill + args.end_to_end_steps),
+                '--eval_every',
+                str(10**9),  # only the evaluations at the prefill's end and the run's end
+                '--threads',
+                str(args.end_to_end_threads),
+                '--logdir',
+                directory,
+                *extra,
+            ]
+            begin = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - begin
+            lines = pathlib.Path(directory, 'metrics.jsonl').read_text().splitlines()
+        logged = [json.loads(line) for line in lines if '"fps"' in line]
+        results[name] = dict(
+            steady_state(logged, config.prefill + config.log_every), wall_seconds=wall
+        )
+    return results
+
+
+def steady_state(logged, after):
+    """Rates over the log intervals that end after step `after` (each line's `fps` and
+    `updates_per_second` cover the steps since the line before it): environment steps and
+    updates per second, and the mean acting milliseconds."""
+    intervals, steps, seconds, updates = [], 0, 0.0, 0.0
+    for previous, line in zip(logged, logged[1:]):
+        interval = line['step'] - previous['step']
+        if line['step'] <= after or interval <= 0 or line['fps'] <= 0:
+            continue  # the final line after the last evaluation covers no steps
+        intervals.append(line)
+        steps += interval
+        seconds += interval / line['fps']
+        updates += interval / line['fps'] * line['updates_per_second']
+    if not intervals:
+        return dict(env_steps_per_second=None, updates_per_second=None, intervals=0)
+    acting = {
+        key.removeprefix('train/'): statistics.mean(line[key] for line in intervals)
+        for key in intervals[-1]
+        if key.startswith('train/acting/')
+    }
+    return dict(
+        env_steps_per_second=steps / seconds,
+        updates_per_second=updates / seconds,
+        intervals=len(intervals),
+        acting_ms=acting,
+    )
+
+
 def peak_rss_mib():
     """This process's peak resident memory so far, MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -301,6 +417,24 @@ def main(argv=None):
     parser.add_argument('--acting-steps', type=int, default=500)
     parser.add_argument(
         '--cem-train-starts', type=int, default=0, help='cem.train_starts for LSP (0 = all)'
+    )
+    parser.add_argument(
+        '--cem-subset',
+        type=int,
+        default=64,
+        help='start states CEM scores in the small_*_subset cases (the learning check uses 64)',
+    )
+    parser.add_argument(
+        '--end-to-end-steps',
+        type=int,
+        default=3000,
+        help='environment steps small_end_to_end trains after the prefill',
+    )
+    parser.add_argument(
+        '--end-to-end-threads',
+        type=int,
+        default=0,
+        help='intra-op threads of the small_end_to_end runs (0 = one per core)',
     )
     parser.add_argument(
         '--precision',
@@ -350,9 +484,8 @@ def main(argv=None):
             results[case] = bench_matmul(args)
             peak = results[case]['gflops']
             print(f'matmul peak (float32): {peak:.1f} GFLOP/s', flush=True)
-        elif case.startswith('update_'):
-            _, preset, obs_type = case.split('_')
-            result = results[case] = bench_update(preset, obs_type, args)
+        elif case.startswith(('update_', 'small_update_')):
+            result = results[case] = bench_update_case(case, args)
             share = f' = {100 * result["gflops"] / peak:.0f}% of peak' if peak else ''
             print(
                 f'{case}: {fmt(result["seconds"])} per update, {result["flops"] / 1e9:.1f} GFLOP, '
@@ -361,11 +494,12 @@ def main(argv=None):
             )
             for row in result.get('profile', []):
                 print(f'  {row["op"]:<40} {row["seconds"]:7.3f} s  {100 * row["share"]:4.1f}%')
-        elif case == 'cem':
-            results[case] = bench_cem(args)
+        elif case in ('cem', 'small_cem'):
+            results[case] = bench_cem(args, small=case == 'small_cem')
             for name, result in results[case].items():
                 print(
-                    f'cem ({name}, {result["starts"]} starts): {fmt(result["seconds"], "ms", 1e3)}'
+                    f'{case} ({name}, {result["starts"]} starts): '
+                    f'{fmt(result["seconds"], "ms", 1e3)}'
                     f', {result["flops"] / 1e9:.2f} GFLOP, {result["gflops"]:.1f} GFLOP/s',
                     flush=True,
                 )
@@ -376,6 +510,21 @@ def main(argv=None):
                 print(
                     f'acting {preset}: {result["steps_per_second_with_env"]:.1f} steps/s with env,'
                     f' {result["steps_per_second_agent_only"]:.1f} steps/s agent only ({timings})',
+                    flush=True,
+                )
+        elif case == 'small_end_to_end':
+            results[case] = bench_end_to_end(args)
+            for name, result in results[case].items():
+                rates = (
+                    f'{result["env_steps_per_second"]:.1f} env steps/s, '
+                    f'{result["updates_per_second"]:.2f} updates/s'
+                    if result['intervals']
+                    else 'too short for a steady-state interval'
+                )
+                acting = ', '.join(f'{k} {v:.1f}' for k, v in result.get('acting_ms', {}).items())
+                print(
+                    f'small_end_to_end {name}: {rates} ({acting}); '
+                    f'wall {result["wall_seconds"]:.0f} s',
                     flush=True,
                 )
         elif case == 'memory':
