@@ -130,6 +130,7 @@ def test_longer_run_length_continues(finished_run):
 PRESETS = ['dreamer', 'lsp', 'random_skills', 'randskills_inp', 'no_mi', 'hiro', 'lsp_fixed_policy']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('preset', PRESETS)
 def test_sigkill_resumes_without_losing_or_repeating(tmp_path, preset):
     logdir = tmp_path / preset

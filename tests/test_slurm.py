@@ -110,6 +110,7 @@ def submit(env, root):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_fig5_chain_runs_in_order_survives_a_requeue_and_is_skipped_once_done(cluster, tmp_path):
     root = tmp_path / 'fig5'
     out = submit(cluster, root)

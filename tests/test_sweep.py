@@ -361,6 +361,7 @@ def run_smoke(root, names):
     return runs
 
 
+@pytest.mark.slow
 def test_fig4_fig6b_and_fig5_run_in_smoke_mode(tmp_path):
     runs = run_smoke(tmp_path, ['fig4_single_tasks', 'fig6b_ablation', 'fig5_transfer'])
     source, relabel, target = runs['fig5_transfer']
