@@ -19,7 +19,7 @@ run: $(VENV)/.installed
 	$(PY) -m dreamer_lsp --configs dmc_proprio dreamer quickstart --logdir $(LOGDIR)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --maxschedchunk 1
 
 benchmark: $(VENV)/.installed
 	$(PY) -m tools.benchmark

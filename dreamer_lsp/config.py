@@ -9,15 +9,14 @@ with one line that names the offender and the closest valid names.
 
 import difflib
 import io
-import os
 import pathlib
 import sys
-import tempfile
 
 from ruamel.yaml import YAML
 
 from dreamer_lsp.envs import OBS_TYPES, TASKS
 from dreamer_lsp.replay import episode_files
+from dreamer_lsp.rundir import RunDir, atomic_write_text
 
 CONFIGS_PATH = pathlib.Path(__file__).resolve().parent.parent / 'configs.yaml'
 # `skills.high_level`: none is Dreamer; the others are LSP's high levels (dreamer_lsp.lsp).
@@ -180,16 +179,6 @@ class Config:
         return lines
 
 
-def atomic_write_text(path, text):
-    """Write `text` to `path` through a temporary file and a rename."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
-    with os.fdopen(handle, 'w') as file:
-        file.write(text)
-    os.replace(temporary, path)
-
-
 def _flatten(values, prefix=''):
     flat = {}
     for key, value in values.items():
@@ -291,8 +280,6 @@ def check(config):
 
     Runs before TensorFlow or a logdir is touched, so a refused run costs nothing.
     """
-    from dreamer_lsp.rundir import RunDir  # imports this module
-
     if not config.logdir:
         raise ConfigError('--logdir is required: the directory the run writes everything to')
     check_task(config.task)

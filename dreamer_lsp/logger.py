@@ -4,8 +4,8 @@ import json
 import time
 
 from dreamer_lsp._tf import tf
-from dreamer_lsp.config import atomic_write_text
 from dreamer_lsp.durations import format_duration
+from dreamer_lsp.rundir import atomic_write_text
 
 
 class Logger:

@@ -11,19 +11,30 @@
     <logdir>/transfer.json      what a transferred run loaded from its source
 
 Used by the trainer, by transfer (reading a source run) and by the sweep launcher (deciding
-what is finished). It never imports TensorFlow: the checkpoint's variables are written and read
-by callables the caller passes.
+what is finished), and `atomic_write_text`, through which the project writes its small files
+(config, `latest`, reports). It never imports TensorFlow: the checkpoint's variables are
+written and read by callables the caller passes.
 """
 
 import json
+import os
 import pathlib
 import shutil
-
-from dreamer_lsp.config import atomic_write_text
+import tempfile
 
 VARIABLES = 'variables'
 STATE = 'state.json'
 LATEST = 'latest'
+
+
+def atomic_write_text(path, text):
+    """Write `text` to `path` through a temporary file and a rename."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
+    with os.fdopen(handle, 'w') as file:
+        file.write(text)
+    os.replace(temporary, path)
 
 
 class CheckpointError(Exception):

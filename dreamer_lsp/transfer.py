@@ -17,9 +17,9 @@ import json
 import numpy as np
 
 from dreamer_lsp._tf import tf
-from dreamer_lsp.config import ConfigError, atomic_write_text
+from dreamer_lsp.config import ConfigError
 from dreamer_lsp.dreamer import CHECKPOINT_ROOT
-from dreamer_lsp.rundir import RunDir
+from dreamer_lsp.rundir import RunDir, atomic_write_text
 
 # The networks a transfer loads, by their names in `saved_modules()`; not optimizers or RNG.
 MODULES = ('world_model', 'actor', 'value', 'predictor', 'high_policy')

@@ -2,6 +2,6 @@
 
 
 def pytest_collection_modifyitems(items):
-    """Run the tests marked slow first, so that with several workers (`make test`) the long
-    smoke runs start early instead of finishing last on one worker."""
+    """Run the tests marked slow first, so that with several workers (`make test`, which hands
+    out one test at a time) the long smoke runs start early instead of finishing last."""
     items.sort(key=lambda item: item.get_closest_marker('slow') is None)

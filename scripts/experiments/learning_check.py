@@ -26,7 +26,7 @@ from pathlib import Path
 # Run by path, which puts scripts/experiments/ on sys.path but not the root that holds tools/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dreamer_lsp.config import atomic_write_text  # noqa: E402
+from dreamer_lsp.rundir import atomic_write_text  # noqa: E402
 from tools import sweep  # noqa: E402
 
 TASK = 'dmc_cartpole_balance'
