@@ -44,6 +44,8 @@ def test_benchmark_smoke(tmp_path):
             '4',
             '--end-to-end-steps',
             '600',
+            '--threads',
+            '1',
             '--profile',
             str(tmp_path / 'profile'),
         ],
@@ -55,6 +57,7 @@ def test_benchmark_smoke(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures['matmul_peak']['gflops'] > 0
+    assert figures['threads']['intra'] == 1
     for case in ('update_dreamer_features', 'update_lsp_pixels'):
         assert figures[case]['seconds']['median'] > 0 and figures[case]['flops'] > 0
     assert figures['cem']['acting']['starts'] == 1

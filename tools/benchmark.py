@@ -332,7 +332,7 @@ def bench_end_to_end(args):
                 '--eval_every',
                 str(10**9),  # only the evaluations at the prefill's end and the run's end
                 '--threads',
-                str(args.end_to_end_threads),
+                str(args.threads),
                 '--logdir',
                 directory,
                 *extra,
@@ -431,17 +431,18 @@ def main(argv=None):
         help='environment steps small_end_to_end trains after the prefill',
     )
     parser.add_argument(
-        '--end-to-end-threads',
-        type=int,
-        default=0,
-        help='intra-op threads of the small_end_to_end runs (0 = one per core)',
-    )
-    parser.add_argument(
         '--precision',
         type=int,
         default=32,
         choices=(16, 32),
         help='32: float32 (default, as the reference figures); 16: what precision 16 picks here',
+    )
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=0,
+        help='intra-op threads, also of the small_end_to_end runs (0 = one per core; the'
+        ' learning check runs two 1-thread runs side by side)',
     )
     parser.add_argument('--memory-updates', type=int, default=1000)
     parser.add_argument(
@@ -463,6 +464,8 @@ def main(argv=None):
         '--blocks', nargs='*', default=[], help='extra config blocks, e.g. debug for a smoke run'
     )
     args = parser.parse_args(argv)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     results = dict(
         tensorflow=tf.__version__,
         compute_dtype=compute_dtype(args.precision).name,
