@@ -72,11 +72,21 @@ class ActorCritic(tf.Module):
         """
         value = self.value(feat).mode()
         pcont = self.config.discount * tf.ones_like(reward)
-        returns = lambda_return(reward, value[:-1], pcont, value[-1], self.config.return_lambda)
+        returns = lambda_return(reward, value[1:], pcont, self.config.return_lambda)
         weights = tf.stop_gradient(
             tf.math.cumprod(tf.concat([tf.ones_like(pcont[:1]), pcont[:-1]], 0), 0)
         )
         return weights, returns, value
+
+    def rollout_value(self, feat, reward):
+        """The λ-return of each rollout's first step [N], `target`'s returns[0] (CEM's score).
+
+        The first imagined state's value enters no λ-return, so it is not computed: 10% of the
+        value head's work on a 10-step rollout.
+        """
+        next_value = self.value(feat[1:]).mode()  # [H - 1, N]
+        pcont = self.config.discount * tf.ones_like(reward)
+        return lambda_return(reward, next_value, pcont, self.config.return_lambda)[0]
 
     def train(self, world_model, start, policy, reward_fn, horizon, update_actor=True):
         """Imagine from `start` under `policy`, then one actor and one value update [D §4].

@@ -245,8 +245,8 @@ class LSP(Dreamer):
             skills = tf.repeat(proposals, count, axis=0)  # row g * N + n: proposal g, start n
             sequence = self.world_model.imagine(self.skill_policy(skills), tiled, self.horizon)
             reward = self.world_model.task_reward(sequence)
-            _, returns, _ = self.behavior.target(sequence['feat'], reward)
-            return tf.reduce_mean(tf.reshape(returns[0], (cem.proposals, count)), 1)
+            value = self.behavior.rollout_value(sequence['feat'], reward)  # [G * N]
+            return tf.reduce_mean(tf.reshape(value, (cem.proposals, count)), 1)
 
         shape = (self.num_skills, self.skill_dim)
         return cross_entropy_method(

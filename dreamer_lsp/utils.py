@@ -3,16 +3,15 @@
 from dreamer_lsp._tf import tf
 
 
-def lambda_return(reward, value, pcont, bootstrap, lambda_):
-    """λ-returns over time (axis 0) [D eq. 6], computed backwards from `bootstrap`.
+def lambda_return(reward, next_value, pcont, lambda_):
+    """λ-returns over time (axis 0) [D eq. 6], computed backwards from the last next value.
 
-    reward, value, pcont: [H, ...]; bootstrap: [...] (the value after the last step).
-    G_t = r_t + γ_t ((1 - λ) v_{t+1} + λ G_{t+1}), with v_H = G_H = bootstrap.
+    reward, next_value, pcont: [H, ...]; next_value[t] = v_{t+1}, the value of the state reward t
+    leads to. G_t = r_t + γ_t ((1 - λ) v_{t+1} + λ G_{t+1}), with G_H = v_H (the bootstrap).
     """
-    next_values = tf.concat([value[1:], bootstrap[None]], 0)
-    inputs = reward + pcont * next_values * (1 - lambda_)
+    inputs = reward + pcont * next_value * (1 - lambda_)
     returns = []
-    last = bootstrap
+    last = next_value[-1]
     for t in reversed(range(reward.shape[0])):
         last = inputs[t] + pcont[t] * lambda_ * last
         returns.append(last)

@@ -121,3 +121,19 @@ def test_value_gradient_equals_a_second_forward_pass_on_stopped_features():
         loss = -tf.reduce_mean(weights * value.log_prob(tf.stop_gradient(returns)))
     expected = tf.linalg.global_norm(tape.gradient(loss, value_net.trainable_variables))
     np.testing.assert_allclose(norm, expected.numpy(), rtol=1e-4)
+
+
+def test_rollout_value_is_the_first_lambda_return_without_the_first_value():
+    """CEM's score skips the value of the first imagined state: no λ-return reads it."""
+    agent, _ = make_agent()
+    _, post, _ = agent.world_model.loss(fixed_batch())
+    start = flatten_states(post)
+    sequence = agent.world_model.imagine(agent.imagination_policy, start, agent.config.horizon)
+    reward, _ = agent.task_reward(sequence)
+    _, returns, _ = agent.behavior.target(sequence['feat'], reward)
+    rollout_value = agent.behavior.rollout_value(sequence['feat'], reward)
+    np.testing.assert_allclose(rollout_value.numpy(), returns[0].numpy(), rtol=1e-6)
+    # Changing the first state's features changes no λ-return.
+    first_changed = tf.concat([sequence['feat'][:1] + 100.0, sequence['feat'][1:]], 0)
+    _, changed, _ = agent.behavior.target(first_changed, reward)
+    np.testing.assert_array_equal(changed.numpy(), returns.numpy())

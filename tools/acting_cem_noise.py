@@ -57,8 +57,7 @@ def measure(agent, latent, particles, repeats, reference):
         policy = agent.skill_policy(tf.repeat(plan[None], count, 0))
         sequence = agent.world_model.imagine(policy, tiled(count), agent.horizon)
         reward = agent.world_model.task_reward(sequence)
-        _, returns, _ = agent.behavior.target(sequence['feat'], reward)
-        return tf.reduce_mean(returns[0])
+        return tf.reduce_mean(agent.behavior.rollout_value(sequence['feat'], reward))
 
     cem = tf.function(lambda: agent.cem(tiled(particles)))
     cem()  # trace

@@ -47,7 +47,7 @@ def discounted_returns(reward, discount):
 
     reward = tf.constant(reward, tf.float64)
     zeros = tf.zeros_like(reward)
-    return lambda_return(reward, zeros, discount * tf.ones_like(reward), zeros[0], 1.0).numpy()
+    return lambda_return(reward, zeros, discount * tf.ones_like(reward), 1.0).numpy()
 
 
 def make_probe(agent):
