@@ -18,8 +18,10 @@ import weakref
 
 import numpy as np
 
+from dreamer_lsp import custom_tasks
+
 OBS_TYPES = ('features', 'pixels')
-# dm_control 1.0.50's suite.ALL_TASKS as '<domain>_<task>', then the custom quadruped tasks:
+# dm_control 1.0.50's suite.ALL_TASKS as '<domain>_<task>', then the custom tasks:
 # listed here so that a task name is checked before anything imports dm_control or TensorFlow
 # (tests/test_envs.py keeps the list equal to what the installed packages provide).
 SUITE_TASKS = tuple(
@@ -39,17 +41,11 @@ SUITE_TASKS = tuple(
 QUADRUPED_TASKS = tuple(
     f'quadruped_{name}' for name in ('getup_walk', 'reach', 'getup_reach', 'obstacles', 'cove')
 )
-TASKS = SUITE_TASKS + QUADRUPED_TASKS
+CARTPOLE_TASKS = ('cartpole_reach', 'cartpole_reach_sparse')
+TASKS = SUITE_TASKS + QUADRUPED_TASKS + CARTPOLE_TASKS
 
 _CLOSE_TIMEOUT = 5.0
 _START_LOCK = threading.Lock()
-
-
-def _quadruped_tasks():
-    """Imports the custom quadruped tasks on demand (they import dm_control)."""
-    from dreamer_lsp import quadruped_tasks
-
-    return quadruped_tasks
 
 
 def _split_task(task, domains):
@@ -80,16 +76,15 @@ class DMCEnv:
         from dm_control import suite
 
         domain, name = _split_task(task, suite.TASKS_BY_DOMAIN)
-        if domain == 'quadruped' and name in _quadruped_tasks().TASKS:
-            self._env = _quadruped_tasks().load(name, seed=seed, **(task_params or {}))
+        custom = custom_tasks.module(domain) if domain in custom_tasks.MODULES else None
+        if custom and name in custom.TASKS:
+            self._env = custom.load(name, seed=seed, **(task_params or {}))
         elif (domain, name) in suite.ALL_TASKS:
             if task_params:
-                raise ValueError(f'task_params only apply to custom quadruped tasks, not {task!r}')
+                raise ValueError(f'task_params only apply to custom tasks, not {task!r}')
             self._env = suite.load(domain, name, task_kwargs={'random': seed})
         else:
-            valid = ['_'.join(pair) for pair in suite.ALL_TASKS]
-            valid += [f'quadruped_{custom}' for custom in _quadruped_tasks().TASKS]
-            raise ValueError(f'Unknown task {task!r}; valid tasks: {", ".join(valid)}')
+            raise ValueError(f'Unknown task {task!r}; valid tasks: {", ".join(TASKS)}')
         self._obs_type = obs_type
         self._size = tuple(size)
         self._camera = (2 if domain == 'quadruped' else 0) if camera is None else camera

@@ -34,13 +34,13 @@ torso frame) for tasks with a goal. Actions have 12 dimensions.
 every obstacle. This module never imports TensorFlow (see `dreamer_lsp.envs.ProcessEnv`).
 """
 
-import inspect
-
 import numpy as np
 from dm_control.rl import control
 from dm_control.suite import base, common, quadruped
 from dm_control.utils import rewards
 from lxml import etree
+
+from dreamer_lsp import custom_tasks
 
 CONTROL_TIMESTEP = quadruped._CONTROL_TIMESTEP
 DEFAULT_TIME_LIMIT = quadruped._DEFAULT_TIME_LIMIT
@@ -338,14 +338,7 @@ TASKS = {
 
 def task_params(name):
     """Returns the parameter names and defaults that `load` accepts for task `name`."""
-    if name not in TASKS:
-        raise ValueError(f'Unknown quadruped task {name!r}; valid tasks: {", ".join(TASKS)}')
-    signature = inspect.signature(TASKS[name].__init__)
-    return {
-        key: value.default
-        for key, value in signature.parameters.items()
-        if key not in ('self', 'random')
-    }
+    return custom_tasks.task_params('quadruped', TASKS, name)
 
 
 def load(name, seed=None, time_limit=DEFAULT_TIME_LIMIT, **params):
@@ -355,14 +348,7 @@ def load(name, seed=None, time_limit=DEFAULT_TIME_LIMIT, **params):
     an unknown task or parameter raises ValueError naming the valid ones. The control timestep
     (0.02 s) and default time limit (20 s) are the suite's quadruped ones.
     """
-    valid = task_params(name)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(
-            f'Unknown parameter(s) {", ".join(unknown)} for quadruped task {name!r}; '
-            f'valid: {", ".join(valid) or "none"}'
-        )
-    task = TASKS[name](random=seed, **params)
+    task = custom_tasks.build_task('quadruped', TASKS, name, seed, params)
     return control.Environment(
         task.make_physics(), task, time_limit=time_limit, control_timestep=CONTROL_TIMESTEP
     )

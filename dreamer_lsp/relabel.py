@@ -32,7 +32,7 @@ import zipfile
 import numpy as np
 
 from dreamer_lsp import config as config_lib
-from dreamer_lsp.envs import DMCEnv, rescale_action
+from dreamer_lsp.envs import TASKS, DMCEnv, rescale_action
 from dreamer_lsp.replay import (
     episode_files,
     load_episode,
@@ -63,11 +63,8 @@ def _suite():
 
 def valid_tasks(domain: str | None = None) -> list[str]:
     """Task names `dmc_<domain>_<task>`, all of them or those of one robot domain."""
-    suite = _suite()
-    from dreamer_lsp import quadruped_tasks
-
-    pairs = list(suite.ALL_TASKS) + [('quadruped', name) for name in quadruped_tasks.TASKS]
-    return [f'dmc_{d}_{t}' for d, t in pairs if domain in (None, d)]
+    names = [f'dmc_{name}' for name in TASKS]
+    return [name for name in names if domain is None or task_domain(name) == domain]
 
 
 def task_domain(task: str) -> str | None:

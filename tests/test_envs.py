@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dreamer_lsp.envs import (
+    CARTPOLE_TASKS,
     QUADRUPED_TASKS,
     SUITE_TASKS,
     ActionRepeat,
@@ -304,9 +305,10 @@ def test_a_worker_exception_is_one_line_naming_task_and_step(cartpole):
 
 def test_the_task_list_matches_the_installed_packages():
     script = (
-        'from dm_control import suite; from dreamer_lsp import quadruped_tasks; '
+        'from dm_control import suite; from dreamer_lsp import custom_tasks; '
         'print(*sorted("_".join(pair) for pair in suite.ALL_TASKS)); '
-        'print(*sorted(quadruped_tasks.TASKS))'
+        'print(*sorted(f"{domain}_{name}" for domain in custom_tasks.MODULES '
+        'for name in custom_tasks.module(domain).TASKS))'
     )
     result = subprocess.run(
         [sys.executable, '-c', script], capture_output=True, text=True, timeout=300
@@ -314,4 +316,4 @@ def test_the_task_list_matches_the_installed_packages():
     assert result.returncode == 0, result.stderr[-3000:]
     suite_tasks, custom = (line.split() for line in result.stdout.splitlines())
     assert sorted(SUITE_TASKS) == suite_tasks
-    assert sorted(QUADRUPED_TASKS) == [f'quadruped_{name}' for name in custom]
+    assert sorted(QUADRUPED_TASKS + CARTPOLE_TASKS) == custom

@@ -258,7 +258,7 @@ def sources(walk_run, tmp_path_factory, child):
         ),
         ('walker_episodes', ['--action-repeat', 2], 'has sizes action 6, qpos 9, qvel 9'),
         ('stateless', ['--action-repeat', 2], 'recorded without physics state'),
-        ('walk', ['--task', 'dmc_quadruped_fly'], 'valid quadruped tasks: dmc_quadruped_walk'),
+        ('walk', ['--task', 'dmc_quadruped_fly'], 'valid quadruped tasks: dmc_quadruped_escape'),
         ('walk', ['--output', 'full'], 'exists and is not empty'),
         ('walk_episodes', [], '--action-repeat is required'),
         ('walk', ['--action-repeat', 4], '--action-repeat 4 contradicts'),
