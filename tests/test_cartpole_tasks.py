@@ -1,29 +1,12 @@
 """Tests of the custom cartpole tasks, against hand-computed rewards and the suite's balance.
 
-dm_control work runs in a spawned child process, as in test_quadruped_tasks: other test modules
-import TensorFlow, which must not share a process with MuJoCo's renderer.
+dm_control work runs in the `child` process (conftest.py).
 """
 
-import concurrent.futures
 import math
-import multiprocessing
-import os
 
 import numpy as np
 import pytest
-
-CHILD_TIMEOUT = 120
-
-
-def _init_child():
-    os.environ.setdefault('MUJOCO_GL', 'egl')
-
-
-@pytest.fixture(scope='module')
-def child():
-    context = multiprocessing.get_context('spawn')
-    with concurrent.futures.ProcessPoolExecutor(1, context, initializer=_init_child) as pool:
-        yield lambda fn, *args: pool.submit(fn, *args).result(timeout=CHILD_TIMEOUT)
 
 
 def _rewards_at(name, states):

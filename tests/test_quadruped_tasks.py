@@ -1,11 +1,9 @@
 """Tests of the custom quadruped tasks.
 
 MuJoCo's EGL renderer and TensorFlow crash when they share a process, and other test modules
-import TensorFlow, so all dm_control work runs in a spawned child process.
+import TensorFlow, so all dm_control work runs in the `child` process (conftest.py).
 """
 
-import concurrent.futures
-import multiprocessing
 import os
 import pathlib
 import subprocess
@@ -18,18 +16,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TASK_NAMES = ['getup_walk', 'reach', 'getup_reach', 'obstacles', 'cove']
 GOAL_TASKS = ['reach', 'getup_reach', 'cove']
 BASE_FEATURES = 44 + 3 + 1 + 6 + 24
-CHILD_TIMEOUT = 120
-
-
-def _init_child():
-    os.environ.setdefault('MUJOCO_GL', 'egl')
-
-
-@pytest.fixture(scope='module')
-def child():
-    context = multiprocessing.get_context('spawn')
-    with concurrent.futures.ProcessPoolExecutor(1, context, initializer=_init_child) as pool:
-        yield lambda fn, *args: pool.submit(fn, *args).result(timeout=CHILD_TIMEOUT)
+SUBPROCESS_TIMEOUT = 120
 
 
 def _set_state(physics, xy=None, state=None):
@@ -353,7 +340,7 @@ def test_preview_script_writes_pngs(tmp_path):
         capture_output=True,
         text=True,
         env=env,
-        timeout=CHILD_TIMEOUT,
+        timeout=SUBPROCESS_TIMEOUT,
         check=True,
     )
     printed = result.stdout.split()

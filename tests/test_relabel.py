@@ -4,9 +4,7 @@ Other test modules import TensorFlow, which crashes next to MuJoCo's EGL rendere
 dm_control work runs in a spawned child process and the script in subprocesses.
 """
 
-import concurrent.futures
 import json
-import multiprocessing
 import os
 import pathlib
 import shutil
@@ -20,21 +18,10 @@ from dreamer_lsp.replay import episode_files, load_episode, save_episode
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / 'scripts' / 'relabel_rewards.py'
-CHILD_TIMEOUT = 120
+SUBPROCESS_TIMEOUT = 120
 ACTION_REPEAT = 2
 WALK_FEATURES, REACH_FEATURES = 78, 81
 CLOSE_GOAL = {'goal_distance': [1.0, 1.5]}  # close enough to show in camera 2
-
-
-def _init_child():
-    os.environ.setdefault('MUJOCO_GL', 'egl')
-
-
-@pytest.fixture(scope='module')
-def child():
-    context = multiprocessing.get_context('spawn')
-    with concurrent.futures.ProcessPoolExecutor(1, context, initializer=_init_child) as pool:
-        yield lambda fn, *args: pool.submit(fn, *args).result(timeout=CHILD_TIMEOUT)
 
 
 def _record(logdir, task, time_limit, num_episodes, obs_type='features'):
@@ -112,7 +99,7 @@ def _run(*args):
         capture_output=True,
         text=True,
         env=env,
-        timeout=CHILD_TIMEOUT,
+        timeout=SUBPROCESS_TIMEOUT,
     )
 
 
