@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dreamer_lsp.replay import load_episode
-from tools import diagnose_learning
+from tools import diagnose_learning, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,17 +129,29 @@ def test_the_check_reports_every_seed_and_fails_unless_all_pass(tmp_path, capsys
 
 def test_the_regime_picks_the_batch_and_the_default_root(tmp_path):
     check = load_script('learning_check')
-    regime, argv = check.split_regime(['--methods', 'dreamer', '--regime', 'batch50'])
-    assert regime == 'batch50'
+    regime, steps, argv = check.split_regime(['--methods', 'dreamer', '--regime', 'batch50'])
+    assert (regime, steps) == ('batch50', None)
     assert argv == ['--root', 'runs/learning_check/batch50', '--methods', 'dreamer']
     assert all(run.args[-2:] == ('--batch_size', '50') for run in check.grid(tmp_path, regime))
     assert check.split_regime(['--root', 'elsewhere']) == (
         'batch8',
+        None,
         ['--root', 'runs/learning_check/batch8', '--root', 'elsewhere'],
     )
-    with pytest.raises(SystemExit) as exit_info:
-        check.split_regime(['--regime', 'batch9'])
-    assert exit_info.value.code == 2
+    for bad in (['--regime', 'batch9'], ['--steps', '0'], ['--steps', 'many']):
+        with pytest.raises(SystemExit) as exit_info:
+            check.split_regime(bad)
+        assert exit_info.value.code == 2
+
+
+def test_a_longer_budget_resumes_the_finished_runs_to_it(tmp_path):
+    check = load_script('learning_check')
+    regime, steps, _ = check.split_regime(['--regime', 'batch8', '--steps', '100000'])
+    runs = check.grid(tmp_path, regime, steps)
+    assert all(run.args[-2:] == ('--steps', '100000') for run in runs)
+    # Same logdirs as the 36k runs, so the launcher resumes them; the resolved budget is 100k.
+    assert [run.logdir for run in runs] == [run.logdir for run in check.grid(tmp_path, regime)]
+    assert sweep.resolved_config(runs[0]).steps == 100000
 
 
 def test_the_plot_draws_every_run_as_a_png(diagnosed_run, tmp_path):

@@ -14,7 +14,9 @@ value, actor gradient norm) next to the largest imagined value of the run, and w
 The same command resumes interrupted seeds and, once all are finished, prints the summary
 again. `--regime` picks the batch: `batch8` (the `learning_check` block) or `batch50` (the
 paper's batch, otherwise the same); runs go to `runs/learning_check/<regime>/` unless `--root`
-says otherwise. LSP scores CEM proposals on 64 of the batch's start states
+says otherwise. `--steps N` trains longer than the block's 36,000 steps: finished runs resume
+exactly where they stopped and continue to N (the regime study's extension to 100k,
+results/learning_check/PROTOCOL.md). LSP scores CEM proposals on 64 of the batch's start states
 (`cem.train_starts`, the documented deviation for slow machines).
 """
 
@@ -38,8 +40,13 @@ PASS_RETURN = 800.0
 HEALTH = ('train/action_ent', 'train/imag_value', 'train/actor_grad_norm')
 
 
-def grid(root, regime='batch8'):
-    """Every run of the check in a regime: each method on cartpole balance, three seeds."""
+def grid(root, regime='batch8', steps=None):
+    """Every run of the check in a regime: each method on cartpole balance, three seeds.
+
+    steps: a longer budget than the block's 36,000 (the protocol's extension to 100k resumes
+    the same runs), or None.
+    """
+    budget = ('--steps', str(steps)) if steps else ()
     return [
         sweep.train_run(
             root,
@@ -47,22 +54,31 @@ def grid(root, regime='batch8'):
             method,
             seed,
             'learning_check',
-            args=METHOD_ARGS.get(method, ()) + REGIME_ARGS[regime],
+            args=METHOD_ARGS.get(method, ()) + REGIME_ARGS[regime] + budget,
         )
         for method in METHODS
         for seed in SEEDS
     ]
 
 
+def positive_steps(text):
+    """`--steps` as a positive int."""
+    steps = int(text)
+    if steps <= 0:
+        raise argparse.ArgumentTypeError(f'must be a positive number of steps, got {text}')
+    return steps
+
+
 def split_regime(argv):
-    """The `--regime` flag's value (default batch8) and the arguments for the sweep launcher.
+    """The `--regime` (default batch8) and `--steps` flags, and the sweep launcher's arguments.
 
     Those start with the regime's default `--root`, so that a `--root` given later wins.
     """
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog='learning_check', add_help=False, allow_abbrev=False)
     parser.add_argument('--regime', choices=REGIME_ARGS, default='batch8')
+    parser.add_argument('--steps', type=positive_steps)
     args, rest = parser.parse_known_args(argv)
-    return args.regime, ['--root', f'runs/learning_check/{args.regime}', *rest]
+    return args.regime, args.steps, ['--root', f'runs/learning_check/{args.regime}', *rest]
 
 
 def smoke_keep(run):
@@ -112,11 +128,11 @@ def report(runs, root):
 
 
 if __name__ == '__main__':
-    regime, argv = split_regime(sys.argv[1:])
+    regime, steps, argv = split_regime(sys.argv[1:])
     sys.exit(
         sweep.main(
             'learning_check',
-            lambda root: grid(root, regime),
+            lambda root: grid(root, regime, steps),
             smoke_keep,
             argv,
             description=__doc__,
