@@ -59,12 +59,48 @@ def parse(command):
     return parsed
 
 
-def smoke_runs(name, root):
-    """The runs of a script's --smoke, built from its grid."""
+def load_script(name):
+    """An experiment script as a module."""
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def smoke_runs(name, root):
+    """The runs of a script's --smoke, built from its grid."""
+    module = load_script(name)
     return sweep.smoke(module.grid(root), module.smoke_keep)
+
+
+@pytest.mark.parametrize('regime, steps', [('batch8', None), ('batch50', 100000)])
+def test_the_evidence_suite_shares_the_learning_checks_runs_and_regime(tmp_path, regime, steps):
+    suite = load_script('evidence_suite').grid(tmp_path, regime, steps)
+    check = load_script('learning_check').grid(tmp_path, regime, steps)
+    assert all(run in suite for run in check)  # same logdirs, blocks and flags: one run each
+    sweep.validate(suite)
+    batch, budget = (8, 36000) if regime == 'batch8' else (50, steps)
+    configs = {run.label: sweep.resolved_config(run) for run in suite if run.kind == 'train'}
+    for seed in SEEDS:
+        arm = f'dmc_cartpole_balance/{{}}/{seed}'
+        assert configs[arm.format('lsp_no_noise')].skills.predictor_noise == 0
+        assert configs[arm.format('lsp')].skills.predictor_noise == 0.1
+        assert configs[arm.format('dreamer_h10')].horizon == 10
+        assert configs[arm.format('no_mi')].cem.train_starts == 64
+        assert configs[arm.format('random_skills')].cem.train_starts == 0
+        for method in ('lsp', 'lsp_fixed_policy', 'dreamer'):
+            target = configs[f'dmc_cartpole_reach/{method}/{seed}']
+            source = 'dreamer' if method == 'dreamer' else 'lsp'
+            assert target.transfer.checkpoint == str(
+                tmp_path / 'dmc_cartpole_balance' / source / str(seed)
+            )
+            assert (target.task, target.steps, target.batch_size) == (
+                'dmc_cartpole_reach',
+                10000,
+                batch,
+            )
+    assert {config.steps for label, config in configs.items() if 'balance' in label} == {budget}
+    assert {config.batch_size for config in configs.values()} == {batch}
 
 
 def train_key(run):
@@ -190,7 +226,8 @@ def test_cove_dry_run_lists_sources_then_targets_with_k30_h120(tmp_path):
 
 
 @pytest.mark.parametrize(
-    'name', ['fig4_single_tasks', 'fig5_transfer', 'fig6b_ablation', 'cove_transfer']
+    'name',
+    ['fig4_single_tasks', 'fig5_transfer', 'fig6b_ablation', 'cove_transfer', 'evidence_suite'],
 )
 def test_slurm_dry_run_prints_the_same_commands_without_submitit(name, tmp_path):
     for flags in ((), ('--smoke',)):
@@ -362,10 +399,15 @@ def run_smoke(root, names):
 
 
 @pytest.mark.slow
-def test_fig4_fig6b_and_fig5_run_in_smoke_mode(tmp_path):
-    runs = run_smoke(tmp_path, ['fig4_single_tasks', 'fig6b_ablation', 'fig5_transfer'])
+def test_fig4_fig6b_fig5_and_the_evidence_suite_run_in_smoke_mode(tmp_path):
+    runs = run_smoke(
+        tmp_path, ['fig4_single_tasks', 'fig6b_ablation', 'fig5_transfer', 'evidence_suite']
+    )
     source, relabel, target = runs['fig5_transfer']
     assert relabel.kind == 'relabel'
+    assert (relabel.logdir / 'episodes' / 'relabel.json').is_file()
+    assert 'Seeded the replay' in (target.logdir / 'stdout.log').read_text()
+    source, relabel, target = runs['evidence_suite']
     assert (relabel.logdir / 'episodes' / 'relabel.json').is_file()
     assert 'Seeded the replay' in (target.logdir / 'stdout.log').read_text()
 

@@ -167,11 +167,18 @@ class Run:
         return '/'.join(self.logdir.parts[-4 if self.kind == 'relabel' else -3 :])
 
 
-def train_run(root, task, method, seed, experiment, obs='dmc_proprio', args=(), depends_on=()):
-    """A training run of ``method`` on ``task`` with the experiment's config block."""
+def train_run(
+    root, task, method, seed, experiment, obs='dmc_proprio', args=(), depends_on=(), label=None
+):
+    """A training run of ``method`` on ``task`` with the experiment's config block.
+
+    label: the run's name in the layout instead of the method's, for a variant of a method
+    preset (e.g. ``lsp_no_noise``: ``lsp`` with ``--skills.predictor_noise 0`` in ``args``).
+    """
     task_dir = task + PIXELS_SUFFIX if obs == 'dmc_vision' else task
-    logdir = Path(root) / task_dir / method / str(seed)
-    return Run(task, method, seed, logdir, (obs, method, experiment), tuple(args), depends_on)
+    name = label or method
+    logdir = Path(root) / task_dir / name / str(seed)
+    return Run(task, name, seed, logdir, (obs, method, experiment), tuple(args), depends_on)
 
 
 def relabel_run(root, source, task):
@@ -181,9 +188,12 @@ def relabel_run(root, source, task):
     return Run(task, source.method, source.seed, logdir, (), args, (source.logdir,), 'relabel')
 
 
-def transfer_run(root, task, method, seed, experiment, source, replay=None):
-    """A target run starting from ``source``'s networks and, given a relabeling, its episodes."""
-    args = ['--transfer.checkpoint', str(source.logdir)]
+def transfer_run(root, task, method, seed, experiment, source, replay=None, args=()):
+    """A target run starting from ``source``'s networks and, given a relabeling, its episodes.
+
+    args: further flags of the target run.
+    """
+    args = [*args, '--transfer.checkpoint', str(source.logdir)]
     depends_on = [source.logdir]
     if replay is not None:
         args += ['--transfer.replay', str(replay.logdir / RELABEL_OUTPUT)]
