@@ -22,6 +22,7 @@ CONFIGS_PATH = pathlib.Path(__file__).resolve().parent.parent / 'configs.yaml'
 # `skills.high_level`: none is Dreamer; the others are LSP's high levels (dreamer_lsp.lsp).
 HIGH_LEVELS = ('none', 'cem', 'random', 'policy')
 MEAN_NOISE_PER = ('skill', 'update')
+PREFILL_POLICIES = ('random', 'agent')
 
 
 class ConfigError(ValueError):
@@ -299,6 +300,11 @@ def check(config):
     ):
         if config[key] < 1:
             raise ConfigError(f'{key} must be at least 1, got {config[key]}')
+    if config.prefill_policy not in PREFILL_POLICIES:
+        raise ConfigError(
+            f'prefill_policy {config.prefill_policy!r} is invalid; '
+            f'{closest_names(config.prefill_policy, PREFILL_POLICIES)}'
+        )
     for key, valid in (('high_level', HIGH_LEVELS), ('mean_noise_per', MEAN_NOISE_PER)):
         value = config.skills[key]
         if value not in valid:

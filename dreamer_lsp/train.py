@@ -379,7 +379,8 @@ class Trainer:
         config, loop = self.config, self.loop
         try:
             while loop.prefill_end is None:
-                episode = self.run_episode(self.train_env, 'random', self._count_prefill_step)
+                mode = 'random' if config.prefill_policy == 'random' else 'train'
+                episode = self.run_episode(self.train_env, mode, self._count_prefill_step)
                 self._store(episode, 'train')
                 if loop.step >= config.prefill:
                     loop.prefill_end = loop.eval.next = loop.step

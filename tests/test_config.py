@@ -131,6 +131,10 @@ def _check_only(*args):
         (['--obs_type', 'pixel'], "obs_type 'pixel' is invalid; closest valid: pixels"),
         (['--precision', '8'], 'precision must be 16 or 32, got 8'),
         (
+            ['--prefill_policy', 'agnet'],
+            "prefill_policy 'agnet' is invalid; closest valid: agent",
+        ),
+        (
             ['--configs', 'dmc_propio'],
             "unknown config block 'dmc_propio'; closest valid: dmc_proprio",
         ),

@@ -130,6 +130,16 @@ def test_longer_run_length_continues(finished_run):
 PRESETS = ['dreamer', 'lsp', 'random_skills', 'randskills_inp', 'no_mi', 'hiro', 'lsp_fixed_policy']
 
 
+def test_an_agent_prefill_collects_with_the_agents_policy(tmp_path):
+    # LSP acting stores its skill with every step; uniform random actions store none.
+    run(tmp_path, '--steps', '400', '--prefill_policy', 'agent', preset='lsp')
+    files = episode_files(tmp_path)
+    assert len(files) == 2  # the prefill's 400 environment steps: 2 episodes of 100 agent steps
+    for path in files:
+        with np.load(path) as episode:
+            assert np.abs(episode['skill'][1:]).min() > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('preset', PRESETS)
 def test_sigkill_resumes_without_losing_or_repeating(tmp_path, preset):

@@ -99,6 +99,12 @@ def test_the_evidence_suite_shares_the_learning_checks_runs_and_regime(tmp_path,
                 10000,
                 batch,
             )
+            assert target.transfer.replay and target.prefill_policy == 'random'
+        for method in ('lsp_fixed_policy', 'dreamer'):
+            target = configs[f'dmc_cartpole_reach_sparse/{method}/{seed}']
+            assert target.transfer.checkpoint and not target.transfer.replay
+            assert target.prefill_policy == 'agent' and target.batch_size == batch
+            assert (target.skills.length, target.skills.horizon) == (30, 120)
     assert {config.steps for label, config in configs.items() if 'balance' in label} == {budget}
     assert {config.batch_size for config in configs.values()} == {batch}
 

@@ -1,4 +1,4 @@
-"""The evidence suite at this machine's scale (results/PLAN.md): claims C1 to C4 on cartpole.
+"""The evidence suite at this machine's scale (results/PLAN.md): claims C1 to C5 on cartpole.
 
 Every run uses the learning check's regime (`--regime`, `--steps`) and root
 (`runs/learning_check/<regime>`), so the check's Dreamer and LSP seeds are C1's arms and C4's
@@ -11,6 +11,8 @@ sources, and one command resumes everything. Pick a claim's runs with `--tasks` 
         --methods lsp dreamer random_skills randskills_inp --parallel 2
     # C4: the balance runs' networks and relabeled episodes, then cartpole reach
     python scripts/experiments/evidence_suite.py --tasks dmc_cartpole_reach --parallel 2
+    # C5: the balance runs' networks, then the sparse far goal
+    python scripts/experiments/evidence_suite.py --tasks dmc_cartpole_reach_sparse --seeds 0 1
     python -m tools.claims compare --root runs/learning_check/batch8 \\
         --task dmc_cartpole_balance --methods lsp dreamer random_skills randskills_inp --random 300
 
@@ -20,6 +22,8 @@ skill predictor's input, A.7 and Fig. 10) and `dreamer_h10` (Dreamer imagining 1
 skill presets do). Methods that run CEM score it on 64 start states, as the LSP check does.
 C4 targets (`small_reach` block): `lsp` and `lsp_fixed_policy` from the LSP sources, `dreamer`
 from the Dreamer sources, each seeded with its source's episodes relabeled to cartpole reach.
+C5 targets (`small_reach_sparse` block): `lsp_fixed_policy` and `dreamer` from their sources'
+networks, collecting their own prefill (K = 30, H = 120 as in A.2).
 
 --smoke runs the C4 chain of LSP with a fixed policy, seed 0, at a tiny budget.
 """
@@ -35,6 +39,7 @@ from tools import sweep  # noqa: E402
 
 SOURCE_TASK = learning_check.TASK
 TARGET_TASK = 'dmc_cartpole_reach'
+SPARSE_TASK = 'dmc_cartpole_reach_sparse'
 CEM_ARGS = learning_check.METHOD_ARGS['lsp']
 CEM_PRESETS = ('lsp', 'no_mi', 'lsp_fixed_policy')
 # Single-task arm -> (method preset, the variant's flags).
@@ -49,6 +54,7 @@ SINGLE_TASK = {
 }
 # Target method -> the single-task arm it starts from.
 TARGET_SOURCES = {'lsp': 'lsp', 'lsp_fixed_policy': 'lsp', 'dreamer': 'dreamer'}
+SPARSE_SOURCES = {'lsp_fixed_policy': 'lsp', 'dreamer': 'dreamer'}
 
 
 def run_args(preset, regime, steps):
@@ -59,7 +65,7 @@ def run_args(preset, regime, steps):
 
 
 def grid(root, regime='batch8', steps=None):
-    """Every run of the suite: single-task arms first, then relabelings and C4 targets."""
+    """Every run of the suite: single-task arms first, then relabelings and transfer targets."""
     sources = {
         (label, seed): sweep.train_run(
             root,
@@ -92,6 +98,19 @@ def grid(root, regime='batch8', steps=None):
                     source,
                     relabeled[source_label, seed],
                     target_args,
+                )
+            )
+    for method, source_label in SPARSE_SOURCES.items():
+        for seed in learning_check.SEEDS:
+            runs.append(
+                sweep.transfer_run(
+                    root,
+                    SPARSE_TASK,
+                    method,
+                    seed,
+                    'small_reach_sparse',
+                    sources[source_label, seed],
+                    args=run_args(method, regime, None),
                 )
             )
     return runs
