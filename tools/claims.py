@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamer_lsp.config import atomic_write_text
+from dreamer_lsp.rundir import atomic_write_text
 from tools import scores
 
 FINAL_FRACTION = 0.2
