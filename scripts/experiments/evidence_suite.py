@@ -35,13 +35,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.experiments import learning_check  # noqa: E402
+from scripts.experiments.learning_check import run_args  # noqa: E402
 from tools import sweep  # noqa: E402
 
 SOURCE_TASK = learning_check.TASK
 TARGET_TASK = 'dmc_cartpole_reach'
 SPARSE_TASK = 'dmc_cartpole_reach_sparse'
-CEM_ARGS = learning_check.METHOD_ARGS['lsp']
-CEM_PRESETS = ('lsp', 'no_mi', 'lsp_fixed_policy')
 # Single-task arm -> (method preset, the variant's flags).
 SINGLE_TASK = {
     'lsp': ('lsp', ()),
@@ -55,13 +54,6 @@ SINGLE_TASK = {
 # Target method -> the single-task arm it starts from.
 TARGET_SOURCES = {'lsp': 'lsp', 'lsp_fixed_policy': 'lsp', 'dreamer': 'dreamer'}
 SPARSE_SOURCES = {'lsp_fixed_policy': 'lsp', 'dreamer': 'dreamer'}
-
-
-def run_args(preset, regime, steps):
-    """A run's flags: CEM's start-state subset, the regime's batch, and a longer budget."""
-    budget = ('--steps', str(steps)) if steps else ()
-    cem = CEM_ARGS if preset in CEM_PRESETS else ()
-    return cem + learning_check.REGIME_ARGS[regime] + budget
 
 
 def grid(root, regime='batch8', steps=None):
@@ -80,39 +72,39 @@ def grid(root, regime='batch8', steps=None):
         for seed in learning_check.SEEDS
     }
     runs = list(sources.values())
-    relabeled = {}
-    for method, source_label in TARGET_SOURCES.items():
-        for seed in learning_check.SEEDS:
-            source = sources[source_label, seed]
-            if (source_label, seed) not in relabeled:
-                relabeled[source_label, seed] = sweep.relabel_run(root, source, TARGET_TASK)
-                runs.append(relabeled[source_label, seed])
-            target_args = run_args(method, regime, None)
-            runs.append(
-                sweep.transfer_run(
-                    root,
-                    TARGET_TASK,
-                    method,
-                    seed,
-                    'small_reach',
-                    source,
-                    relabeled[source_label, seed],
-                    target_args,
-                )
-            )
-    for method, source_label in SPARSE_SOURCES.items():
-        for seed in learning_check.SEEDS:
-            runs.append(
-                sweep.transfer_run(
-                    root,
-                    SPARSE_TASK,
-                    method,
-                    seed,
-                    'small_reach_sparse',
-                    sources[source_label, seed],
-                    args=run_args(method, regime, None),
-                )
-            )
+    relabeled = {
+        (label, seed): sweep.relabel_run(root, sources[label, seed], TARGET_TASK)
+        for label in dict.fromkeys(TARGET_SOURCES.values())
+        for seed in learning_check.SEEDS
+    }
+    runs += relabeled.values()
+    runs += [
+        sweep.transfer_run(
+            root,
+            TARGET_TASK,
+            method,
+            seed,
+            'small_reach',
+            sources[label, seed],
+            relabeled[label, seed],
+            run_args(method, regime),
+        )
+        for method, label in TARGET_SOURCES.items()
+        for seed in learning_check.SEEDS
+    ]
+    runs += [
+        sweep.transfer_run(
+            root,
+            SPARSE_TASK,
+            method,
+            seed,
+            'small_reach_sparse',
+            sources[label, seed],
+            args=run_args(method, regime),
+        )
+        for method, label in SPARSE_SOURCES.items()
+        for seed in learning_check.SEEDS
+    ]
     return runs
 
 

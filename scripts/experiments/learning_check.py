@@ -34,27 +34,30 @@ from tools import sweep  # noqa: E402
 TASK = 'dmc_cartpole_balance'
 METHODS = ('dreamer', 'lsp')
 SEEDS = (0, 1, 2)
-METHOD_ARGS = {'lsp': ('--cem.train_starts', '64')}
+# Presets that run CEM score it on a subset of the batch's start states (README, Performance).
+CEM_PRESETS = ('lsp', 'no_mi', 'lsp_fixed_policy')
+CEM_ARGS = ('--cem.train_starts', '64')
 REGIME_ARGS = {'batch8': (), 'batch50': ('--batch_size', '50')}
 PASS_RETURN = 800.0
 HEALTH = ('train/action_ent', 'train/imag_value', 'train/actor_grad_norm')
 
 
-def grid(root, regime='batch8', steps=None):
-    """Every run of the check in a regime: each method on cartpole balance, three seeds.
+def run_args(preset, regime='batch8', steps=None):
+    """A run's flags in a regime: CEM's start-state subset, the batch, and a longer budget.
 
     steps: a longer budget than the block's 36,000 (the protocol's extension to 100k resumes
     the same runs), or None.
     """
+    cem = CEM_ARGS if preset in CEM_PRESETS else ()
     budget = ('--steps', str(steps)) if steps else ()
+    return cem + REGIME_ARGS[regime] + budget
+
+
+def grid(root, regime='batch8', steps=None):
+    """Every run of the check in a regime: each method on cartpole balance, three seeds."""
     return [
         sweep.train_run(
-            root,
-            TASK,
-            method,
-            seed,
-            'learning_check',
-            args=METHOD_ARGS.get(method, ()) + REGIME_ARGS[regime] + budget,
+            root, TASK, method, seed, 'learning_check', args=run_args(method, regime, steps)
         )
         for method in METHODS
         for seed in SEEDS
