@@ -139,6 +139,7 @@ def test_final_score_table(sweep, capsys):
     'args',
     [
         ['curves', '--bin', '1000'],
+        ['curves', '--bin', '1000', '--seeds', '--threshold', '800'],
         ['ablation', '--bin', '1000'],
         ['transfer', '--bin', '1000'],
         ['trajectories', '--steps', '30'],
@@ -180,6 +181,23 @@ def test_published_overlay_only_on_matching_tasks(sweep):
     assert plot.PUBLISHED_LABEL not in labels['Quadruped GetUp Walk']
     assert {'LSP', 'Dreamer'} <= set(labels['Quadruped GetUp Walk'])
     assert fig.axes[0].get_xlabel() == 'Environment steps (×1M)'
+
+
+def test_seed_curves_and_criterion_line(sweep):
+    root, _ = sweep
+    runs = scores.find_runs(root, [WALK])
+    records = scores.score_runs(runs, 'test/return', 1000)
+    raw = scores.score_runs(runs, 'test/return', 1.0)
+    fig = plot.draw_curves(runs, records, 'test/return', seed_records=raw, threshold=250)
+    [ax] = fig.axes
+    # One mean line per method, one thin line per seed (3 LSP, 2 Dreamer), the criterion.
+    assert len(ax.lines) == 2 + 5 + 1
+    # LSP seed 0 unbinned: its values at 500 and 1000 steps stay apart (binned: one point).
+    seed_0 = [line for line in ax.lines if list(line.get_ydata()) == [10, 20, 30, 50]]
+    assert len(seed_0) == 1 and list(seed_0[0].get_xdata()) == [0.5, 1.0, 1.5, 2.5]
+    criterion = ax.lines[-1]
+    assert list(criterion.get_ydata()) == [250, 250]
+    assert 'criterion (250)' in ax.get_legend_handles_labels()[1]
 
 
 @pytest.mark.skipif(not scores.PUBLISHED_DEFAULT.is_file(), reason='published scores not shipped')

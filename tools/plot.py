@@ -1,6 +1,7 @@
 """Regenerate the paper's figures and score tables from a sweep's logdirs.
 
     python -m tools.plot curves --root ROOT --out figures/fig4        # Fig. 4, learning curves
+    python -m tools.plot curves --root ROOT --seeds --threshold 800 --out F  # + seeds, criterion
     python -m tools.plot ablation --root ROOT --out figures/fig6b     # Fig. 6b, MI ablation
     python -m tools.plot transfer --root ROOT --out figures/fig9      # Fig. 5 / 9, transfer
     python -m tools.plot trajectories --run RUN --out figures/fig8    # Fig. 8 / 1, root paths
@@ -108,14 +109,24 @@ def _band(ax, xs, mean, std, scale, color, label, linestyle='-'):
 
 
 def draw_curves(
-    runs, records, metric, published=None, max_steps=None, xlabel='Environment steps ({unit})'
+    runs,
+    records,
+    metric,
+    published=None,
+    max_steps=None,
+    xlabel='Environment steps ({unit})',
+    seed_records=None,
+    threshold=None,
 ):
     """Learning curves, one panel per task: mean ± std over seeds per method.
 
     ``published`` maps a task to the published records drawn dashed on its panel; ``xlabel``
-    may contain ``{unit}``. Returns the figure.
+    may contain ``{unit}``. ``seed_records`` (score records, typically unbinned) are drawn as
+    one thin line per seed, and ``threshold`` as a dotted line at a pass criterion. Returns the
+    figure.
     """
     groups = scores.group_runs(records)
+    seed_groups = scores.group_runs(seed_records or [])
     tasks = list(dict.fromkeys(task for task, _ in groups))
     published = published or {}
     end = max_steps or max(x for record in records for x in record['xs'])
@@ -126,6 +137,9 @@ def draw_curves(
         for method in methods:
             xs, mean, std, _ = scores.aggregate(groups[task, method])
             _band(ax, xs, mean, std, scale, method_color(method), method_label(method))
+            for record in seed_groups.get((task, method), ()):
+                seed_xs = np.asarray(record['xs'], float) / scale
+                ax.plot(seed_xs, record['ys'], color=method_color(method), lw=0.7, alpha=0.6)
         if task in published:
             xs, mean, std, _ = scores.aggregate(published[task])
             # Keep every published bin that starts before the end (its x is the bin's end).
@@ -133,6 +147,8 @@ def draw_curves(
             keep = xs - width < end
             color = method_color('dreamer')
             _band(ax, xs[keep], mean[keep], std[keep], scale, color, PUBLISHED_LABEL, '--')
+        if threshold is not None:
+            ax.axhline(threshold, color='0.3', lw=1, ls=':', label=f'criterion ({threshold:g})')
         ax.set_title(task_title(task, [run for run in runs if run.task == task]))
         ax.set_xlabel(xlabel.format(unit=unit))
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
@@ -142,7 +158,7 @@ def draw_curves(
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    ncol = min(len(handles), 4)
+    ncol = min(len(handles), 2 * min(len(axes), 3))
     fig.legend(handles.values(), handles.keys(), loc='outside lower center', ncol=ncol)
     return fig
 
@@ -257,6 +273,14 @@ def _root_args(parser, metric, bin_size, max_steps):
     parser.add_argument('--methods', nargs='+', help='only these methods')
 
 
+def _curve_args(parser):
+    """Options of the commands that draw learning curves."""
+    parser.add_argument(
+        '--seeds', action='store_true', help="also draw every seed's own values, unbinned"
+    )
+    parser.add_argument('--threshold', type=float, help='a pass criterion, drawn as a line')
+
+
 def build_parser():
     """The command-line interface."""
     parser = argparse.ArgumentParser(
@@ -277,6 +301,8 @@ def build_parser():
     trajectories = commands.add_parser('trajectories', help='Fig. 8 / 1: root xy trajectories')
     trajectories.add_argument('--run', nargs='+', action='extend', required=True)
     trajectories.add_argument('--steps', type=int, default=40000)
+    for command in (curves, ablation, transfer):
+        _curve_args(command)
     for command in (curves, ablation, transfer, trajectories):
         command.add_argument('--out', required=True, help='writes <out>.png and <out>.pdf')
     export = commands.add_parser('export', help='scores as {task, method, seed, xs, ys} JSON')
@@ -302,13 +328,20 @@ def run(args):
             return []
         scores.write_scores(records, args.out)
         return [Path(args.out)]
+    seed_records = None
+    if args.seeds:
+        # A bin of one step keeps every logged value where it was logged.
+        seed_records = scores.score_runs(runs, args.metric, 1.0, 0.0, args.max_steps)
+    style = dict(seed_records=seed_records, threshold=args.threshold)
     if args.command == 'transfer':
         xlabel = 'Environment steps since transfer ({unit})'
-        fig = draw_curves(runs, records, args.metric, max_steps=args.max_steps, xlabel=xlabel)
+        fig = draw_curves(
+            runs, records, args.metric, max_steps=args.max_steps, xlabel=xlabel, **style
+        )
     else:
         tasks = {record['task'] for record in records}
         published = scores.published_overlays(tasks, scores.load_published(args.published))
-        fig = draw_curves(runs, records, args.metric, published, args.max_steps)
+        fig = draw_curves(runs, records, args.metric, published, args.max_steps, **style)
     return save(fig, args.out)
 
 
