@@ -121,8 +121,12 @@ class DMCEnv:
         """Starts an episode and returns its first observation."""
         return self._observation(self._env.reset())
 
-    def step(self, action) -> tuple[dict, float, bool, dict]:
-        """Applies one action; returns (obs, reward, done, {'discount': float})."""
+    def step(self, action, render=True) -> tuple[dict, float, bool, dict]:
+        """Applies one action; returns (obs, reward, done, {'discount': float}).
+
+        render=False leaves the drawn keys ('image', 'video') out of obs, for a step whose
+        observation is discarded (`ActionRepeat`); `render()` draws them afterwards.
+        """
         action = np.asarray(action)
         if action.shape != (self._action_size,):
             raise ValueError(
@@ -131,7 +135,24 @@ class DMCEnv:
         time_step = self._env.step(action)
         reward = 0.0 if time_step.reward is None else float(time_step.reward)
         discount = 1.0 if time_step.discount is None else float(time_step.discount)
-        return self._observation(time_step), reward, bool(time_step.last()), {'discount': discount}
+        observation = self._observation(time_step, render)
+        return observation, reward, bool(time_step.last()), {'discount': discount}
+
+    def render(self) -> dict:
+        """The drawn keys of the current state's observation: 'image' (pixels), 'video'."""
+        physics, frames = self._env.physics, {}
+        if self._obs_type == 'pixels':
+            frames['image'] = physics.render(*self._size, camera_id=self._camera)
+        if self._render_video:
+            frames['video'] = physics.render(*self._video_size, camera_id=self._camera)
+        return frames
+
+    def set_render_video(self, enabled: bool):
+        """Draw 'video' frames (features only) from the next observation on, or stop drawing them.
+
+        Episodes drawn without them lack the key; `obs_space` still lists it.
+        """
+        self._render_video = enabled and self._obs_type == 'features'
 
     def random_state(self):
         """Returns the picklable state of the task's random number generator."""
@@ -145,21 +166,21 @@ class DMCEnv:
         """Releases the environment."""
         self._env.close()
 
-    def _observation(self, time_step):
+    def _observation(self, time_step, render=True):
         physics = self._env.physics
+        frames = self.render() if render else {}
         obs = {}
         if self._obs_type == 'features':
             obs['features'] = np.concatenate(
                 [np.asarray(value, np.float32).ravel() for value in time_step.observation.values()]
             )
-        else:
-            obs['image'] = physics.render(*self._size, camera_id=self._camera)
+        elif render:
+            obs['image'] = frames.pop('image')
         obs['qpos'] = physics.data.qpos.copy()
         obs['qvel'] = physics.data.qvel.copy()
         if hasattr(self._env.task, 'arena_params'):
             obs['arena'] = np.asarray(self._env.task.arena_params(), np.float32)
-        if self._render_video:
-            obs['video'] = physics.render(*self._video_size, camera_id=self._camera)
+        obs.update(frames)
         return obs
 
 
@@ -193,6 +214,9 @@ class _Wrapper:
     def set_random_state(self, state):
         self._env.set_random_state(state)
 
+    def set_render_video(self, enabled):
+        self._env.set_render_video(enabled)
+
     def close(self):
         self._env.close()
 
@@ -207,13 +231,19 @@ class ActionRepeat(_Wrapper):
         self._amount = amount
 
     def step(self, action):
-        """Steps the wrapped environment up to `amount` times with the same action."""
+        """Steps the wrapped environment up to `amount` times with the same action.
+
+        Only the returned observation is drawn (pixels, video): one render per agent step.
+        """
         total = 0.0
-        for _ in range(self._amount):
-            obs, reward, done, info = self._env.step(action)
+        for repeat in range(self._amount):
+            last = repeat == self._amount - 1
+            obs, reward, done, info = self._env.step(action, render=last)
             total += reward
             if done:
                 break
+        if not last:
+            obs.update(self._env.render())  # the episode ended early, in an undrawn state
         return obs, total, done, info
 
 
@@ -452,6 +482,10 @@ class ProcessEnv:
     def set_random_state(self, state):
         """Restores a state returned by `random_state`."""
         self._call('set_random_state', state)
+
+    def set_render_video(self, enabled: bool):
+        """Draw 'video' frames (features only) from the next observation on, or stop."""
+        self._call('set_render_video', enabled)
 
     def close(self):
         """Stops the worker; safe to call more than once."""

@@ -292,6 +292,8 @@ class Trainer:
         """Run `eval_episodes` episodes with the actor's mode; log returns, save a video."""
         returns = []
         for index in range(self.config.eval_episodes):
+            # Only the first episode's frames are saved, so only it draws them.
+            self.eval_env.set_render_video(index == 0)
             episode = self.run_episode(self.eval_env, 'eval')
             returns.append(episode['reward'].sum())
             if index == 0:

@@ -31,6 +31,7 @@ class FakeEnv:
         self.rng_state = 'initial'
         self.closed = False
         self.t = 0
+        self.drawn = []
 
     obs_space = {'x': ((1,), np.dtype(np.float32))}
 
@@ -46,16 +47,17 @@ class FakeEnv:
         self.t = 0
         return {'x': np.zeros(1, np.float32)}
 
-    def step(self, action):
+    def step(self, action, render=True):
         self.actions.append(np.array(action))
         self.t += 1
         done = self.t >= self.length
-        return (
-            {'x': np.array([self.t], np.float32)},
-            float(self.t),
-            done,
-            {'discount': float(not done)},
-        )
+        obs = {'x': np.array([self.t], np.float32), **(self.render() if render else {})}
+        return obs, float(self.t), done, {'discount': float(not done)}
+
+    def render(self):
+        """A drawn key: the step it was drawn at."""
+        self.drawn.append(self.t)
+        return {'frame': self.t}
 
     def random_state(self):
         return self.rng_state
@@ -78,6 +80,8 @@ def test_action_repeat_sums_rewards_and_stops_at_done():
     obs, reward, done, info = env.step([0.0])
     assert (obs['x'][0], reward, done, info['discount']) == (5.0, 5.0, True, 0.0)
     assert fake.t == 5
+    # Only the returned observations are drawn, the early end's too: once per agent step.
+    assert fake.drawn == [2, 4, 5] and obs['frame'] == 5
 
 
 def test_time_limit_truncates_with_discount_one():
@@ -213,6 +217,57 @@ def test_walker_pixels():
         assert image.std() > 0
     finally:
         env.close()
+
+
+def _count_draws(physics):
+    """A list that grows by one at every `physics.render` call (the real renderer still draws)."""
+    draws, render = [], physics.render
+
+    def counted(*args, **kwargs):
+        draws.append(1)
+        return render(*args, **kwargs)
+
+    physics.render = counted
+    return draws
+
+
+def _draw_once_per_agent_step():
+    """Pixels and video through `make_env` against a DMCEnv drawing every physics step."""
+    from dreamer_lsp.envs import DMCEnv, make_env
+
+    actions = np.random.default_rng(0).uniform(-1, 1, (6, 1))
+    results = {}
+    for obs_type, key in (('pixels', 'image'), ('features', 'video')):
+        env = make_env('cartpole_balance', obs_type, action_repeat=2, render_video=True)
+        reference = DMCEnv('cartpole_balance', obs_type, render_video=True)
+        draws = _count_draws(env._env._env._env._env.physics)
+        frames, expected = [env.reset()[key]], [reference.reset()[key]]
+        for action in actions:
+            frames.append(env.step(action)[0][key])
+            # The reference draws at both physics steps of an agent step; the second is kept.
+            expected.append([reference.step(action)[0] for _ in range(2)][-1][key])
+        results[obs_type] = (np.array(frames), np.array(expected), len(draws))
+        env.close()
+        reference.close()
+    env = make_env('cartpole_balance', render_video=True)
+    env.reset()
+    env.set_render_video(False)
+    undrawn = env.step(np.zeros(1))[0]
+    env.set_render_video(True)
+    drawn = env.step(np.zeros(1))[0]
+    results['switch'] = ('video' in undrawn, 'video' in drawn, 'video' in env.obs_space)
+    env.close()
+    return results
+
+
+def test_each_agent_step_is_drawn_once_and_the_video_can_pause(child):
+    results = child(_draw_once_per_agent_step)
+    for obs_type in ('pixels', 'features'):
+        frames, expected, draws = results[obs_type]
+        assert frames.shape == (7, 64, 64, 3) and frames.std() > 0
+        np.testing.assert_array_equal(frames, expected)  # the same images as before
+        assert draws == 7  # the reset and one per agent step, not per physics step
+    assert results['switch'] == (False, True, True)
 
 
 def test_quadruped_default_camera_and_video():
