@@ -289,7 +289,11 @@ class Trainer:
         self.logger.scalars(self.loop.step, values)
 
     def evaluate(self):
-        """Run `eval_episodes` episodes with the actor's mode; log returns, save a video."""
+        """Run `eval_episodes` episodes with the actor's mode; log returns, save a video.
+
+        Also logs the evaluation's wall time (`test/seconds`: acting, physics and the video).
+        """
+        begin = time.perf_counter()
         returns = []
         for index in range(self.config.eval_episodes):
             # Only the first episode's frames are saved, so only it draws them.
@@ -300,8 +304,13 @@ class Trainer:
                 self._save_video(episode)
         length = len(episode['reward']) - 1
         step = self.loop.step
-        self.logger.scalars(step, {'test/return': np.mean(returns), 'test/length': length})
-        print(f'Evaluation at step {step}: return {np.mean(returns):.1f}', flush=True)
+        seconds = time.perf_counter() - begin
+        values = {'test/return': np.mean(returns), 'test/length': length, 'test/seconds': seconds}
+        self.logger.scalars(step, values)
+        print(
+            f'Evaluation at step {step}: return {np.mean(returns):.1f} ({seconds:.0f} s)',
+            flush=True,
+        )
 
     def _save_video(self, episode):
         import imageio

@@ -73,6 +73,7 @@ def test_benchmark_smoke(tmp_path):
         assert end_to_end['intervals'] >= 2  # the interval ending at 600 (prefill + 200) is not
         assert end_to_end['env_steps_per_second'] > 0 and end_to_end['updates_per_second'] > 0
         assert end_to_end['acting_ms']['acting/step_ms'] > 0
+        assert end_to_end['evaluation_seconds'] > 0
     assert figures['acting']['lsp']['steps_per_second_agent_only'] > 0
     assert figures['peak_rss_mib'] > 0
     assert [update for update, _ in figures['memory']['peak_rss_mib']] == [1, 2, 3]

@@ -79,6 +79,7 @@ def test_a_run_writes_every_logdir_artifact(finished_run):
         'train/length',
         'test/return',
         'test/length',
+        'test/seconds',
         'fps',
         'train/model_loss',
         'train/actor_loss',

@@ -25,7 +25,8 @@ environment steps). `small_update_lsp` scores CEM on all B*T = 400 start states 
 the real training program (physics, acting, replay and updates) for `--end-to-end-steps` after
 its prefill and reports environment steps and updates per second over the log intervals after
 the first one past the prefill (so tracing, pretraining and the first evaluation do not count),
-and where an agent step's time goes.
+where an agent step's time goes, and the wall time of its final evaluation (2 episodes with a
+video; the learning check evaluates every 4,000 steps).
 """
 
 import argparse
@@ -342,8 +343,12 @@ def bench_end_to_end(args):
             wall = time.perf_counter() - begin
             lines = pathlib.Path(directory, 'metrics.jsonl').read_text().splitlines()
         logged = [json.loads(line) for line in lines if '"fps"' in line]
+        # The last evaluation, at the run's end, is the one without tracing.
+        [*_, evaluation] = (json.loads(line) for line in lines if '"test/seconds"' in line)
         results[name] = dict(
-            steady_state(logged, config.prefill + config.log_every), wall_seconds=wall
+            steady_state(logged, config.prefill + config.log_every),
+            evaluation_seconds=evaluation['test/seconds'],
+            wall_seconds=wall,
         )
     return results
 
@@ -526,8 +531,8 @@ def main(argv=None):
                 )
                 acting = ', '.join(f'{k} {v:.1f}' for k, v in result.get('acting_ms', {}).items())
                 print(
-                    f'small_end_to_end {name}: {rates} ({acting}); '
-                    f'wall {result["wall_seconds"]:.0f} s',
+                    f'small_end_to_end {name}: {rates} ({acting}); an evaluation '
+                    f'{result["evaluation_seconds"]:.1f} s; wall {result["wall_seconds"]:.0f} s',
                     flush=True,
                 )
         elif case == 'memory':
