@@ -168,19 +168,17 @@ class DMCEnv:
 
     def _observation(self, time_step, render=True):
         physics = self._env.physics
-        frames = self.render() if render else {}
         obs = {}
         if self._obs_type == 'features':
             obs['features'] = np.concatenate(
                 [np.asarray(value, np.float32).ravel() for value in time_step.observation.values()]
             )
-        elif render:
-            obs['image'] = frames.pop('image')
         obs['qpos'] = physics.data.qpos.copy()
         obs['qvel'] = physics.data.qvel.copy()
         if hasattr(self._env.task, 'arena_params'):
             obs['arena'] = np.asarray(self._env.task.arena_params(), np.float32)
-        obs.update(frames)
+        if render:
+            obs.update(self.render())
         return obs
 
 

@@ -342,12 +342,13 @@ def bench_end_to_end(args):
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - begin
             lines = pathlib.Path(directory, 'metrics.jsonl').read_text().splitlines()
-        logged = [json.loads(line) for line in lines if '"fps"' in line]
+        records = [json.loads(line) for line in lines]
+        logged = [record for record in records if 'fps' in record]
         # The last evaluation, at the run's end, is the one without tracing.
-        [*_, evaluation] = (json.loads(line) for line in lines if '"test/seconds"' in line)
+        evaluations = [record['test/seconds'] for record in records if 'test/seconds' in record]
         results[name] = dict(
             steady_state(logged, config.prefill + config.log_every),
-            evaluation_seconds=evaluation['test/seconds'],
+            evaluation_seconds=evaluations[-1],
             wall_seconds=wall,
         )
     return results
