@@ -461,3 +461,12 @@ def test_a_diverging_run_stops_cleanly_and_is_reported_as_diverged(tmp_path, cap
     assert [f.name for f in files] == [f'{i:06d}-100.npz' for i in range(len(files))]
     for path in files:
         assert np.isfinite(np.load(path)['reward']).all()
+
+
+@pytest.mark.slow
+def test_the_quickstart_screen_runs_in_smoke_mode_and_reports(tmp_path):
+    run_smoke(tmp_path, ['quickstart_screen'])
+    summary = json.loads((tmp_path / 'quickstart_screen' / 'summary.json').read_text())
+    seed = summary['dmc_walker_stand']['seeds']['0']
+    assert seed['evaluations'][0][0] == 200 and seed['prefill_return'] is not None
+    assert seed['baseline'] == max(seed['prefill_return'], seed['first_evaluation'])

@@ -1,0 +1,96 @@
+"""Which task and budget make `make run` visibly learn (issue 13; results/quickstart/PROTOCOL.md).
+
+Dreamer with the `quickstart` block (features, batch 8, 15,000 steps, an evaluation every
+2,500) on each candidate task, one thread per run. A seed *rises at* an evaluation step B when
+that evaluation beats the first return a user sees, the larger of the random prefill's mean
+episode return and the first evaluation (the untrained actor), by at least
+max(100, 0.3 x that baseline). The report lists, per task, every seed's numbers and the budgets
+at which every seed rises, and writes ``<root>/summary.json``.
+
+    python scripts/experiments/quickstart_screen.py --seeds 0 --parallel 2     # stage 1
+    python scripts/experiments/quickstart_screen.py --tasks dmc_walker_stand --seeds 1 2 \\
+        --parallel 2                                                           # stage 2
+
+The same command resumes interrupted runs and, once all are finished, prints the report again.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+# Run by path, which puts scripts/experiments/ on sys.path but not the root that holds tools/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from dreamer_lsp.rundir import atomic_write_text  # noqa: E402
+from tools import sweep  # noqa: E402
+
+CANDIDATES = ('dmc_walker_stand', 'dmc_walker_walk', 'dmc_cheetah_run', 'dmc_reacher_easy')
+SEEDS = (0, 1, 2)
+MIN_RISE = 100.0
+RELATIVE_RISE = 0.3
+
+
+def grid(root):
+    """Dreamer with the quickstart block on every candidate, three seeds, one thread each."""
+    return [
+        sweep.train_run(root, task, 'dreamer', seed, 'quickstart', args=('--threads', '1'))
+        for task in CANDIDATES
+        for seed in SEEDS
+    ]
+
+
+def smoke_keep(run):
+    """The run --smoke keeps."""
+    return run.task == CANDIDATES[0] and run.seed == 0
+
+
+def seed_result(logdir):
+    """One run's prefill return, evaluations, baseline and the evaluation steps it rises at."""
+    lines = [json.loads(line) for line in (Path(logdir) / 'metrics.jsonl').read_text().splitlines()]
+    evaluations = [(line['step'], line['test/return']) for line in lines if 'test/return' in line]
+    first_step, first_return = evaluations[0]
+    # The first evaluation comes when the prefill ends; the episodes before it are random.
+    prefill = [
+        line['train/return']
+        for line in lines
+        if 'train/return' in line and line['step'] <= first_step
+    ]
+    prefill_return = sum(prefill) / len(prefill) if prefill else None  # no episode ended yet
+    baseline = max(first_return, prefill_return or first_return)
+    needed = baseline + max(MIN_RISE, RELATIVE_RISE * baseline)
+    return dict(
+        prefill_return=prefill_return,
+        first_evaluation=first_return,
+        baseline=baseline,
+        needed=needed,
+        evaluations=evaluations,
+        rises_at=[step for step, value in evaluations[1:] if value >= needed],
+    )
+
+
+def report(runs, root):
+    """Print each task's seeds and the budgets at which all of them rise; write summary.json."""
+    summary = {}
+    for task in dict.fromkeys(run.task for run in runs):
+        seeds = {run.seed: seed_result(run.logdir) for run in runs if run.task == task}
+        budgets = sorted(set.intersection(*(set(seed['rises_at']) for seed in seeds.values())))
+        summary[task] = dict(seeds=seeds, every_seed_rises_at=budgets)
+        print(f'{task}: every seed rises at {budgets or "no evaluation"}')
+        print('  seed  prefill  first  needed  evaluations')
+        for seed, result in seeds.items():
+            values = ' '.join(
+                f'{value:.0f}@{step / 1000:g}k' for step, value in result['evaluations']
+            )
+            prefill = result['prefill_return']
+            print(
+                f'  {seed:>4} {"-" if prefill is None else f"{prefill:.0f}":>8} '
+                f'{result["first_evaluation"]:6.0f} '
+                f'{result["needed"]:7.0f}  {values}'
+            )
+    atomic_write_text(Path(root) / 'summary.json', json.dumps(summary, indent=2))
+    print(f'summary in {root}/summary.json')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(sweep.main('quickstart_screen', grid, smoke_keep, description=__doc__, report=report))
