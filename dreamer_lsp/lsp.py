@@ -276,9 +276,13 @@ class LSP(Dreamer):
             # current state (cem() averages a proposal's returns over its start states).
             particles = self.config.cem.act_particles
             mean, std, _ = self.cem({k: tf.repeat(v, particles, 0) for k, v in latent.items()})
-            skill = (
-                mean[:1] + std[:1] * self.rng.normal((1, self.skill_dim)) if explore else mean[:1]
-            )
+            skill = mean[:1]
+            if explore:
+                skill += std[:1] * self.rng.normal((1, self.skill_dim))
+            if explore and self.config.skills.mean_noise_acting:
+                # Alg. 1 adds ε to ζ's mean before acting samples from it: the skills acted on
+                # keep the entropy floor of §3.2 when CEM's std collapses.
+                skill += self.config.skills.mean_noise * self.rng.normal((1, self.skill_dim))
         elif high_level == 'random':
             skill = self.rng.normal((1, self.skill_dim))
         else:

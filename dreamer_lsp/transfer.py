@@ -7,9 +7,10 @@ appends `goal_relative`: 78 -> 81), the feature encoder's first layer and the de
 layer are loaded in part: the source's weights fill the rows (columns) of the shared leading
 entries and only the new ones keep their fresh initialisation, so that with the new entries at
 zero the target's encoder computes exactly the source's embedding and the latent space a frozen
-low-level actor was trained on is kept. Everything else that differs (e.g. the skill predictor
-when the skill length K changes, A.2) keeps its fresh initialisation. `transfer.json` lists what
-was loaded in full, in part and not at all. Optimizer states are not transferred.
+low-level actor was trained on is kept. A network with any other variable that differs (e.g. the
+skill predictor, whose input grows with the skill length K, A.2) keeps its fresh initialisation
+whole. `transfer.json` lists what was loaded in full, in part and not at all. Optimizer states
+are not transferred.
 """
 
 import json
@@ -72,8 +73,42 @@ def _loadable_in_part(label, source_shape, target_shape):
     return (axis, blocks) if others_match and divisible else None
 
 
+def _plan_module(name, module, shapes):
+    """How one module's variables load: [(variable, key, label, layout)], {label: reason}.
+
+    layout is None for a load in full, else the (axis, blocks) of a load in part; a variable
+    that is absent from the source or differs in another way goes to the reasons instead.
+    """
+    plan, mismatched = [], {}
+    variables = module._flatten(with_path=True, predicate=lambda x: isinstance(x, tf.Variable))
+    for path, variable in variables:
+        if any(str(part).startswith('_') for part in path):
+            continue  # shared random generator state, not a weight
+        key = _checkpoint_key(name, path)
+        label = '/'.join(map(str, (name, *path)))
+        target_shape = variable.shape.as_list()
+        if key not in shapes:
+            mismatched[label] = 'absent in source'
+            continue
+        source_shape = list(shapes[key])
+        if source_shape == target_shape:
+            plan.append((variable, key, label, None))
+            continue
+        layout = _loadable_in_part(label, source_shape, target_shape)
+        if layout is None:
+            mismatched[label] = f'shape {source_shape} in source, {target_shape} here'
+        else:
+            plan.append((variable, key, label, layout))
+    return plan, mismatched
+
+
 def load_matching(agent, logdir):
-    """Load the source run's variables of `MODULES` in full or in part; returns a report dict."""
+    """Load the source run's variables of `MODULES` in full or in part; returns a report dict.
+
+    A module with a variable that cannot be loaded (absent, or of another shape that is not an
+    observation size) keeps its fresh initialisation whole: trained layers behind a fresh one
+    would compute nothing the source learned.
+    """
     source = RunDir(logdir)
     prefix = source.latest_variables()
     if prefix is None:
@@ -86,24 +121,17 @@ def load_matching(agent, logdir):
         module = saved.get(name)
         if module is None:
             continue
-        variables = module._flatten(with_path=True, predicate=lambda x: isinstance(x, tf.Variable))
-        for path, variable in variables:
-            if any(str(part).startswith('_') for part in path):
-                continue  # shared random generator state, not a weight
-            key = _checkpoint_key(name, path)
-            label = '/'.join(map(str, (name, *path)))
-            target_shape = variable.shape.as_list()
-            if key not in shapes:
-                not_loaded[label] = 'absent in source'
-                continue
-            source_shape = list(shapes[key])
-            if source_shape == target_shape:
+        plan, mismatched = _plan_module(name, module, shapes)
+        if mismatched:
+            not_loaded.update(mismatched)
+            first = next(iter(mismatched))
+            for _, _, label, _ in plan:
+                not_loaded[label] = f'kept fresh with its module ({first} differs)'
+            continue
+        for variable, key, label, layout in plan:
+            if layout is None:
                 variable.assign(reader.get_tensor(key))
                 in_full[name] = in_full.get(name, 0) + 1
-                continue
-            layout = _loadable_in_part(label, source_shape, target_shape)
-            if layout is None:
-                not_loaded[label] = f'shape {source_shape} in source, {target_shape} here'
                 continue
             value, (source_size, target_size) = shared_entries(
                 reader.get_tensor(key), variable.numpy(), *layout
@@ -111,7 +139,8 @@ def load_matching(agent, logdir):
             variable.assign(value)
             shared = min(source_size, target_size)
             in_part[label] = (
-                f'shape {source_shape} in source, {target_shape} here: the {shared} shared '
+                f'shape {list(shapes[key])} in source, '
+                f'{variable.shape.as_list()} here: the {shared} shared '
                 f'observation entries loaded, {max(target_size - shared, 0)} new ones fresh'
             )
     return dict(

@@ -118,6 +118,23 @@ def test_evaluation_acts_with_the_planned_mean_deterministically_given_the_state
     assert extras['skill'].shape == (3,)
 
 
+@pytest.mark.parametrize('noise_acting', [True, False])
+def test_training_acts_with_the_skill_noise_when_cem_collapses(monkeypatch, noise_acting):
+    # CEM's plan collapsed to a point: mean 0.5, std 0.
+    monkeypatch.setattr(
+        LSP, 'cem', lambda self, start: (tf.fill((2, 3), 0.5), tf.zeros((2, 3)), tf.constant(0.0))
+    )
+    agent = make('lsp', **{'skills.mean_noise_acting': noise_acting})
+    latent, _, _, _ = agent.initial_state()
+    skills = np.array([agent.choose_skill(latent, explore=True)[0] for _ in range(400)])
+    if noise_acting:  # skills ~ N(0.5, 0.1²) per dimension
+        np.testing.assert_allclose(skills.mean(0), 0.5, atol=0.03)
+        np.testing.assert_allclose(skills.std(0), agent.config.skills.mean_noise, rtol=0.2)
+    else:
+        np.testing.assert_array_equal(skills, 0.5)
+    np.testing.assert_array_equal(agent.choose_skill(latent, explore=False), [[0.5] * 3])
+
+
 def test_predictor_noise_is_a_config_key_and_applied():
     agent = make('lsp', **{'skills.predictor_noise': 0.7})
     assert agent.predictor.noise == 0.7

@@ -64,8 +64,17 @@ def test_transfer_loads_the_source_weights_and_trains(source_run, tmp_path):
     assert report['source'] == str(source_run.resolve())
     assert report['loaded_in_full']['world_model'] > 10 and report['loaded_in_full']['actor'] > 5
     assert report['loaded_in_part'] == {}  # same task: every observation-sized layer in full
-    # K changed from 2 to 4: the skill predictor's input layer cannot be reused.
-    assert any(name.startswith('predictor/') for name in report['not_loaded'])
+    # K changed from 2 to 4: the skill predictor's input layer cannot be reused, so none of its
+    # layers are (the output layer has the same shape in both runs).
+    predictor = {k: v for k, v in report['not_loaded'].items() if k.startswith('predictor/')}
+    assert predictor['predictor/net/net/hidden/0/kernel'].startswith('shape [')
+    assert 'kept fresh with its module' in predictor['predictor/net/net/out/kernel']
+    assert not any(k == 'predictor' for k in report['loaded_in_full'])
+    output = checkpoint_value(
+        source_run, 'agent/predictor/net/net/out/kernel/.ATTRIBUTES/VARIABLE_VALUE'
+    )
+    assert output.shape == trainer.agent.predictor.net.net.out.kernel.shape
+    assert not np.array_equal(trainer.agent.predictor.net.net.out.kernel.numpy(), output)
     trainer.run()
     # lsp_fixed_policy: the transferred low-level actor is still bit-identical after training.
     np.testing.assert_array_equal(
