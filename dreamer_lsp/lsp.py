@@ -119,10 +119,11 @@ class LSP(Dreamer):
         metrics.update(behavior_metrics)
         if self.config.skills.intrinsic:
             metrics.update(self.train_predictor(start, sequence))
-        # The actor's entropy on the batch's posterior states, with a zero skill.
+        # The actor's entropy on the batch's posterior states (Dreamer's metric), each with the
+        # skill it was given there: the first step's.
         feat = self.world_model.feat(start)
-        zero_skill = tf.zeros(tf.concat([tf.shape(feat)[:-1], [self.skill_dim]], 0), feat.dtype)
-        metrics['action_ent'] = tf.reduce_mean(self.behavior.policy(feat, zero_skill).entropy())
+        policy = self.behavior.policy(feat, sequence['skill'][0])
+        metrics['action_ent'] = tf.reduce_mean(policy.entropy())
         return metrics
 
     def plan_skills(self, start):

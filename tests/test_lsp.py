@@ -135,6 +135,23 @@ def test_training_acts_with_the_skill_noise_when_cem_collapses(monkeypatch, nois
     np.testing.assert_array_equal(agent.choose_skill(latent, explore=False), [[0.5] * 3])
 
 
+def test_action_entropy_is_measured_with_the_skills_the_actor_was_given():
+    agent = make('lsp')
+    start = {k: tf.stop_gradient(v) for k, v in start_states(agent, batch(agent)).items()}
+    n = start['deter'].shape[0]
+    skills = tf.fill((n, agent.num_skills, agent.skill_dim), 10.0)
+    plan = dict(skills=skills, log_p=tf.zeros((agent.num_skills, n)))
+    agent.plan_skills = lambda start: (plan, {})
+    metrics = agent.learn_behavior(start)
+    feat = agent.world_model.feat(start)
+    given = agent.behavior.policy(feat, skills[:, 0]).entropy().numpy().mean()
+    zero = agent.behavior.policy(feat, tf.zeros_like(skills[:, 0])).entropy().numpy().mean()
+    # Monte Carlo estimates (100 samples per state), so equal only within their noise; the
+    # skill moves the entropy by far more (about 3 nats here).
+    assert metrics['action_ent'].numpy() == pytest.approx(given, abs=0.3)
+    assert abs(given - zero) > 1.0
+
+
 def test_predictor_noise_is_a_config_key_and_applied():
     agent = make('lsp', **{'skills.predictor_noise': 0.7})
     assert agent.predictor.noise == 0.7
