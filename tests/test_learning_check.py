@@ -169,7 +169,7 @@ def test_the_quickstart_screen_finds_the_budgets_at_which_every_seed_rises(tmp_p
     runs = [run for run in screen.grid(tmp_path) if run.task == 'dmc_walker_stand']
     assert [run.seed for run in runs] == [0, 1, 2]
     assert all(run.args == ('--threads', '1') and run.blocks[-1] == 'quickstart' for run in runs)
-    # seed: (prefill episode returns, evaluations at 5k, 7.5k, 10k and 12.5k steps)
+    # seed: (prefill episode returns, evaluations at 5k, 7k, 9k and 11k steps)
     numbers = {
         0: ((200.0, 300.0), (100.0, 360.0, 340.0, 500.0)),  # baseline 250, needs 350
         1: ((20.0, 40.0), (50.0, 100.0, 200.0, 160.0)),  # baseline 50, needs 150
@@ -180,17 +180,17 @@ def test_the_quickstart_screen_finds_the_budgets_at_which_every_seed_rises(tmp_p
         lines = [{'step': 1000, 'train/return': prefill[0]}]
         lines += [{'step': 5000, 'train/return': prefill[1]}]
         lines += [
-            {'step': 5000 + 2500 * i, 'test/return': value} for i, value in enumerate(evaluations)
+            {'step': 5000 + 2000 * i, 'test/return': value} for i, value in enumerate(evaluations)
         ]
         lines.insert(3, {'step': 6000, 'train/return': 9999.0})  # a trained episode
         run.logdir.mkdir(parents=True)
         (run.logdir / 'metrics.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
     assert screen.report(runs, tmp_path) == 0
     summary = json.loads((tmp_path / 'summary.json').read_text())['dmc_walker_stand']
-    assert summary['every_seed_rises_at'] == [12500]
+    assert summary['every_seed_rises_at'] == [11000]
     seeds = summary['seeds']
     assert seeds['0']['prefill_return'] == 250.0 and seeds['0']['needed'] == 350.0
-    assert seeds['0']['rises_at'] == [7500, 12500]
-    assert seeds['1']['baseline'] == 50.0 and seeds['1']['rises_at'] == [10000, 12500]
-    assert seeds['2']['needed'] == 650.0 and seeds['2']['rises_at'] == [7500, 12500]
-    assert 'every seed rises at [12500]' in capsys.readouterr().out
+    assert seeds['0']['rises_at'] == [7000, 11000]
+    assert seeds['1']['baseline'] == 50.0 and seeds['1']['rises_at'] == [9000, 11000]
+    assert seeds['2']['needed'] == 650.0 and seeds['2']['rises_at'] == [7000, 11000]
+    assert 'every seed rises at [11000]' in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """Which task and budget make `make run` visibly learn (issue 13; results/quickstart/PROTOCOL.md).
 
 Dreamer with the `quickstart` block (features, batch 8, 15,000 steps, an evaluation every
-2,500) on each candidate task, one thread per run. A seed *rises at* an evaluation step B when
+2,000) on each candidate task, one thread per run. A seed *rises at* an evaluation step B when
 that evaluation beats the first return a user sees, the larger of the random prefill's mean
 episode return and the first evaluation (the untrained actor), by at least
 max(100, 0.3 x that baseline). The report lists, per task, every seed's numbers and the budgets
