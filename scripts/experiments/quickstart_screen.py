@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dreamer_lsp.rundir import atomic_write_text  # noqa: E402
-from tools import sweep  # noqa: E402
+from tools import scores, sweep  # noqa: E402
 
 CANDIDATES = ('dmc_walker_stand', 'dmc_walker_walk', 'dmc_cheetah_run', 'dmc_reacher_easy')
 SEEDS = (0, 1, 2)
@@ -46,18 +46,16 @@ def smoke_keep(run):
 
 def seed_result(logdir):
     """One run's prefill return, evaluations, baseline and the evaluation steps it rises at."""
-    lines = [json.loads(line) for line in (Path(logdir) / 'metrics.jsonl').read_text().splitlines()]
-    evaluations = [(line['step'], line['test/return']) for line in lines if 'test/return' in line]
-    first_step, first_return = evaluations[0]
-    # The first evaluation comes when the prefill ends; the episodes before it are random.
-    prefill = [
-        line['train/return']
-        for line in lines
-        if 'train/return' in line and line['step'] <= first_step
-    ]
-    prefill_return = sum(prefill) / len(prefill) if prefill else None  # no episode ended yet
-    baseline = max(first_return, prefill_return or first_return)
+    records = scores.read_metrics(Path(logdir) / 'metrics.jsonl')
+    eval_steps, eval_returns = scores.metric_series(records, 'test/return')
+    episode_steps, episode_returns = scores.metric_series(records, 'train/return')
+    # The first evaluation comes when the prefill ends; the episodes up to it are random.
+    prefill = episode_returns[episode_steps <= eval_steps[0]]
+    prefill_return = float(prefill.mean()) if len(prefill) else None  # no episode ended yet
+    first_return = float(eval_returns[0])
+    baseline = first_return if prefill_return is None else max(first_return, prefill_return)
     needed = baseline + max(MIN_RISE, RELATIVE_RISE * baseline)
+    evaluations = [(int(step), float(value)) for step, value in zip(eval_steps, eval_returns)]
     return dict(
         prefill_return=prefill_return,
         first_evaluation=first_return,
