@@ -129,24 +129,56 @@ def test_the_check_reports_every_seed_and_fails_unless_all_pass(tmp_path, capsys
 
 def test_the_regime_picks_the_batch_and_the_default_root(tmp_path):
     check = load_script('learning_check')
-    regime, steps, argv = check.split_regime(['--methods', 'dreamer', '--regime', 'batch50'])
-    assert (regime, steps) == ('batch50', None)
-    assert argv == ['--root', 'runs/learning_check/batch50', '--methods', 'dreamer']
+    regime, steps, root = check.parse_regime(['--methods', 'dreamer', '--regime', 'batch50'])
+    assert (regime, steps, root) == ('batch50', None, 'runs/learning_check/batch50')
     assert all(run.args[-2:] == ('--batch_size', '50') for run in check.grid(tmp_path, regime))
-    assert check.split_regime(['--root', 'elsewhere']) == (
-        'batch8',
-        None,
-        ['--root', 'runs/learning_check/batch8', '--root', 'elsewhere'],
-    )
+    assert check.parse_regime([]) == ('batch8', None, 'runs/learning_check/batch8')
     for bad in (['--regime', 'batch9'], ['--steps', '0'], ['--steps', 'many']):
         with pytest.raises(SystemExit) as exit_info:
-            check.split_regime(bad)
+            check.parse_regime(bad)
         assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize('script', ['learning_check', 'evidence_suite'])
+def test_smoke_and_debug_sweeps_never_write_into_the_regime_directory(script, tmp_path):
+    """A tiny sweep resuming a real run's logdir would mix debug settings into the study."""
+    for size, root in (
+        ((), 'runs/learning_check/batch50/'),
+        (('--smoke',), 'runs/learning_check/batch50-smoke/'),
+        (('--debug',), 'runs/learning_check/batch50-debug/'),
+    ):
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / 'scripts' / 'experiments' / f'{script}.py'),
+                '--regime',
+                'batch50',
+                '--dry-run',
+            ]
+            + list(size),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        logdirs = [
+            line.split('--logdir ')[1].split()[0]
+            for line in result.stdout.splitlines()
+            if '--logdir' in line
+        ]
+        assert logdirs and all(logdir.startswith(str(tmp_path / root)) for logdir in logdirs)
+    usage = subprocess.run(
+        [sys.executable, str(ROOT / 'scripts' / 'experiments' / f'{script}.py'), '--help'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert '--regime {batch8,batch50}' in usage and '--steps STEPS' in usage
 
 
 def test_a_longer_budget_resumes_the_finished_runs_to_it(tmp_path):
     check = load_script('learning_check')
-    regime, steps, _ = check.split_regime(['--regime', 'batch8', '--steps', '100000'])
+    regime, steps, _ = check.parse_regime(['--regime', 'batch8', '--steps', '100000'])
     runs = check.grid(tmp_path, regime, steps)
     assert all(run.args[-2:] == ('--steps', '100000') for run in runs)
     # Same logdirs as the 36k runs, so the launcher resumes them; the resolved budget is 100k.

@@ -603,14 +603,16 @@ def run_slurm(runs, folder, partition=None, time_min=1440, gpus=1, cpus=8, mem_g
     return status
 
 
-def build_parser(experiment, description=None):
-    """The flags every experiment script shares."""
+def build_parser(default_root, description=None, parents=()):
+    """The flags every experiment script shares, after the script's own (``parents``)."""
     parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=parents,
     )
     parser.add_argument(
         '--root',
-        help=f'sweep directory (default runs/{experiment}, runs/{experiment}-smoke or -debug)',
+        help=f'sweep directory (default {default_root}, {default_root}-smoke or -debug)',
     )
     parser.add_argument(
         '--dry-run', action='store_true', help='print every command, one per line, in order'
@@ -655,17 +657,30 @@ def build_parser(experiment, description=None):
     return parser
 
 
-def main(experiment, grid, smoke_keep, argv=None, description=None, report=None):
+def main(
+    experiment,
+    grid,
+    smoke_keep,
+    argv=None,
+    description=None,
+    report=None,
+    default_root=None,
+    parents=(),
+):
     """Command line of an experiment script; returns the exit code.
 
     ``grid(root)`` lists the experiment's runs; ``smoke_keep(run)`` selects the runs ``--smoke``
     keeps (with everything they depend on). ``report(runs, root)``, if given, runs after a local
     sweep (not a dry run or a SLURM submission) and returns the exit code instead, e.g. a check's
-    verdict over the runs.
+    verdict over the runs. Runs go to ``--root``, else to ``default_root`` (default
+    ``runs/<experiment>``) with a ``-smoke`` or ``-debug`` suffix for those sizes, so a tiny
+    sweep never shares a directory with a real one. ``parents``: argparse parsers (built with
+    ``add_help=False``) of the script's own flags, listed in ``--help`` and accepted here.
     """
-    args = build_parser(experiment, description).parse_args(argv)
+    default_root = default_root or f'runs/{experiment}'
+    args = build_parser(default_root, description, parents).parse_args(argv)
     suffix = '-smoke' if args.smoke else '-debug' if args.debug else ''
-    root = Path(args.root or f'runs/{experiment}{suffix}').absolute()
+    root = Path(args.root or f'{default_root}{suffix}').absolute()
     runs = grid(root)
     try:
         runs = select(runs, args.tasks, args.methods, args.seeds)

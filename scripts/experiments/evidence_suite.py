@@ -120,13 +120,14 @@ def smoke_keep(run):
 
 
 if __name__ == '__main__':
-    regime, steps, argv = learning_check.split_regime(sys.argv[1:])
+    regime, steps, default_root = learning_check.parse_regime(sys.argv[1:])
     sys.exit(
         sweep.main(
             'evidence_suite',
             lambda root: grid(root, regime, steps),
             smoke_keep,
-            argv,
             description=__doc__,
+            default_root=default_root,
+            parents=[learning_check.regime_flags()],
         )
     )

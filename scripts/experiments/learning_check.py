@@ -13,11 +13,12 @@ value, actor gradient norm) next to the largest imagined value of the run, and w
 
 The same command resumes interrupted seeds and, once all are finished, prints the summary
 again. `--regime` picks the batch: `batch8` (the `learning_check` block) or `batch50` (the
-paper's batch, otherwise the same); runs go to `runs/learning_check/<regime>/` unless `--root`
-says otherwise. `--steps N` trains longer than the block's 36,000 steps: finished runs resume
-exactly where they stopped and continue to N (the regime study's extension to 100k,
-results/learning_check/PROTOCOL.md). LSP scores CEM proposals on 64 of the batch's start states
-(`cem.train_starts`, the documented deviation for slow machines).
+paper's batch, otherwise the same); runs go to `runs/learning_check/<regime>/` (with `-smoke`
+or `-debug` for those sizes) unless `--root` says otherwise. `--steps N` trains longer than the
+block's 36,000 steps: finished runs resume exactly where they stopped and continue to N (the
+regime study's extension to 100k, results/learning_check/PROTOCOL.md). LSP scores CEM
+proposals on 64 of the batch's start states (`cem.train_starts`, the documented deviation for
+slow machines).
 """
 
 import argparse
@@ -72,16 +73,28 @@ def positive_steps(text):
     return steps
 
 
-def split_regime(argv):
-    """The `--regime` (default batch8) and `--steps` flags, and the sweep launcher's arguments.
+def regime_flags():
+    """The `--regime` and `--steps` flags, as a parser the sweep launcher takes as a parent."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    group = parser.add_argument_group('regime')
+    group.add_argument(
+        '--regime',
+        choices=REGIME_ARGS,
+        default='batch8',
+        help="batch8 (the learning_check block) or batch50 (the paper's batch); default batch8",
+    )
+    group.add_argument(
+        '--steps',
+        type=positive_steps,
+        help="train to N environment steps instead of the block's 36,000 (resumes the runs)",
+    )
+    return parser
 
-    Those start with the regime's default `--root`, so that a `--root` given later wins.
-    """
-    parser = argparse.ArgumentParser(prog='learning_check', add_help=False, allow_abbrev=False)
-    parser.add_argument('--regime', choices=REGIME_ARGS, default='batch8')
-    parser.add_argument('--steps', type=positive_steps)
-    args, rest = parser.parse_known_args(argv)
-    return args.regime, args.steps, ['--root', f'runs/learning_check/{args.regime}', *rest]
+
+def parse_regime(argv):
+    """The regime, the budget (None: the block's) and the regime's default sweep directory."""
+    args, _ = regime_flags().parse_known_args(argv)
+    return args.regime, args.steps, f'runs/learning_check/{args.regime}'
 
 
 def smoke_keep(run):
@@ -131,14 +144,15 @@ def report(runs, root):
 
 
 if __name__ == '__main__':
-    regime, steps, argv = split_regime(sys.argv[1:])
+    regime, steps, default_root = parse_regime(sys.argv[1:])
     sys.exit(
         sweep.main(
             'learning_check',
             lambda root: grid(root, regime, steps),
             smoke_keep,
-            argv,
             description=__doc__,
             report=report,
+            default_root=default_root,
+            parents=[regime_flags()],
         )
     )
