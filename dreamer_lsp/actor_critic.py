@@ -71,10 +71,9 @@ class ActorCritic(tf.Module):
         feat: [H, N, F]; reward: [H-1, N], the rewards of all imagined states but the last.
         """
         value = self.value(feat).mode()
-        pcont = self.config.discount * tf.ones_like(reward)
-        returns = lambda_return(reward, value[1:], pcont, self.config.return_lambda)
+        returns, discounts = self._lambda_returns(reward, value[1:])
         weights = tf.stop_gradient(
-            tf.math.cumprod(tf.concat([tf.ones_like(pcont[:1]), pcont[:-1]], 0), 0)
+            tf.math.cumprod(tf.concat([tf.ones_like(discounts[:1]), discounts[:-1]], 0), 0)
         )
         return weights, returns, value
 
@@ -84,9 +83,14 @@ class ActorCritic(tf.Module):
         The first imagined state's value enters no λ-return, so it is not computed: 10% of the
         value head's work on a 10-step rollout.
         """
-        next_value = self.value(feat[1:]).mode()  # [H - 1, N]
-        pcont = self.config.discount * tf.ones_like(reward)
-        return lambda_return(reward, next_value, pcont, self.config.return_lambda)[0]
+        returns, _ = self._lambda_returns(reward, self.value(feat[1:]).mode())
+        return returns[0]
+
+    def _lambda_returns(self, reward, next_value):
+        """λ-returns [H-1, N] of rewards [H-1, N] bootstrapped from the next states' values
+        [H-1, N], and the constant discounts [H-1, N] they used."""
+        discounts = self.config.discount * tf.ones_like(reward)
+        return lambda_return(reward, next_value, discounts, self.config.return_lambda), discounts
 
     def train(self, world_model, start, policy, reward_fn, horizon, update_actor=True):
         """Imagine from `start` under `policy`, then one actor and one value update [D §4].

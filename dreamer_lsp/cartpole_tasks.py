@@ -77,11 +77,6 @@ class ReachSparse(_GoalTask):
 TASKS = {'reach': Reach, 'reach_sparse': ReachSparse}
 
 
-def task_params(name):
-    """Returns the parameter names and defaults that `load` accepts for task `name`."""
-    return custom_tasks.task_params('cartpole', TASKS, name)
-
-
 def load(name, seed=None, time_limit=DEFAULT_TIME_LIMIT, **params):
     """Returns a `control.Environment` for task `name`, deterministic given `seed`.
 

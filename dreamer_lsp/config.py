@@ -294,7 +294,6 @@ def check(config):
         'action_repeat',
         'batch_size',
         'batch_length',
-        'horizon',
         'train_every',
         'checkpoint_keep',
     ):

@@ -44,6 +44,16 @@ class Logger:
             self._sums[key] = self._sums.get(key, 0.0) + float(value)
             self._counts[key] = self._counts.get(key, 0) + 1
 
+    def pending(self):
+        """The sums and counts `average` collected since the last `write` (for a checkpoint)."""
+        return {key: [self._sums[key], self._counts[key]] for key in self._sums}
+
+    def restore_pending(self, pending):
+        """Continue the averages of a checkpoint's `pending()`, so a resumed run logs the same
+        values as one that did not stop."""
+        self._sums = {key: sum_ for key, (sum_, _) in pending.items()}
+        self._counts = {key: count for key, (_, count) in pending.items()}
+
     def scalars(self, step, values):
         """Write one JSON line and TensorBoard scalars now."""
         values = {k: float(v) for k, v in values.items()}

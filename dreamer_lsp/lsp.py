@@ -44,7 +44,7 @@ class SkillPredictor(tf.Module):
 
     def __call__(self, segments):
         """The skill distribution for segments [..., K + 1, F]."""
-        x = tf.reshape(segments, tf.concat([tf.shape(segments)[:-2], [-1]], 0))
+        x = tf.reshape(segments, tf.concat([tf.shape(segments)[:-2], [-1]], 0))  # [..., (K+1)F]
         x = tf.cast(x, tf.float32)
         if self.noise:
             x += self.noise * self._rng.normal(tf.shape(x))
@@ -64,7 +64,7 @@ class LSP(Dreamer):
         skills = config.skills
         self.skill_dim, self.skill_length = skills.dim, skills.length
         self.horizon = skills.horizon
-        self.num_skills = math.ceil(self.horizon / self.skill_length)
+        self.num_skills = self.horizon // self.skill_length  # the config requires K | H
         # The low-level actor q_φ(a | s, z) sees the skill next to the features.
         super().__init__(config, obs_space, action_size, dtype, condition_size=skills.dim)
         feat = self.world_model.rssm.feat_size
@@ -143,13 +143,14 @@ class LSP(Dreamer):
             skills = self.rng.normal(shape)
             prior = tfd.Independent(tfd.Normal(tf.zeros_like(skills), 1.0), 1)
             return dict(skills=skills, log_p=tf.transpose(prior.log_prob(skills))), {}
-        mean, std, elite_value = self.cem(self._cem_starts(start, count))  # [S, D] each
+        mean, std, elite_value = self.cem(self._cem_starts(start, count))  # [S, D], [S, D], []
         # §3.2 adds ε ~ N(0, mean_noise) to the CEM mean "to lower bound the entropy of the skill
         # selection distribution". That bound holds only when every sampled skill gets its own ε:
         # the skills then follow N(μ, Σ + σ²I) however far CEM shrank Σ. One ε per update shifts
         # the whole batch together, so within it the skills spread only by Σ ('update' reading).
         noise = skills_config.mean_noise
         if skills_config.mean_noise_per == 'skill':
+            # [N, S, D] from mean and std [S, D]; center and scale [S, D].
             skills = mean + noise * self.rng.normal(shape) + std * self.rng.normal(shape)
             center, scale = mean, tf.sqrt(tf.square(std) + noise**2)
         else:
@@ -178,8 +179,7 @@ class LSP(Dreamer):
         def policy(feat, t):
             if t % self.skill_length == 0:
                 if skills is None:
-                    dist = self.high_policy(feat)
-                    skill = dist.mean() + dist.stddev() * self.rng.normal(tf.shape(dist.mean()))
+                    skill, dist = self.high_policy_skill(feat, explore=True)
                     current.update(skill=skill, log_p=dist.log_prob(tf.stop_gradient(skill)))
                 else:
                     current['skill'] = skills[:, t // self.skill_length]
@@ -202,8 +202,7 @@ class LSP(Dreamer):
         log_q = self.predictor(self.segments(start, sequence)).log_prob(skills)  # [S, N]
         # A segment's log q_χ is spread evenly over its K steps, so that every imagined
         # step carries the same share of its segment's intrinsic reward.
-        intrinsic = tf.repeat(log_q / self.skill_length, self.skill_length, axis=0)
-        intrinsic = intrinsic[: self.horizon]
+        intrinsic = tf.repeat(log_q / self.skill_length, self.skill_length, axis=0)  # [H, N]
         reward += self.config.skills.intrinsic_scale * intrinsic[:-1]
         log_p = plan['log_p'] if plan else sequence['log_p'][:: self.skill_length]
         metrics['intrinsic_reward'] = tf.reduce_mean(intrinsic)
@@ -226,8 +225,9 @@ class LSP(Dreamer):
 
     def segments(self, start, sequence):
         """Per-skill segments [S, N, K + 1, F]: s0 and the K states that follow it."""
-        states = tf.concat([self.world_model.feat(start)[None], sequence['feat']], 0)  # [H + 1]
+        states = tf.concat([self.world_model.feat(start)[None], sequence['feat']], 0)  # [H+1, N, F]
         length = self.skill_length
+        # Segment k: states k K to (k + 1) K, both included, [K + 1, N, F].
         parts = [states[k * length : (k + 1) * length + 1] for k in range(self.num_skills)]
         return tf.stack([tf.transpose(p, (1, 0, 2)) for p in parts], 0)
 
@@ -244,15 +244,27 @@ class LSP(Dreamer):
 
         def score(proposals):  # [G, S, D] -> [G]
             skills = tf.repeat(proposals, count, axis=0)  # row g * N + n: proposal g, start n
-            sequence = self.world_model.imagine(self.skill_policy(skills), tiled, self.horizon)
-            reward = self.world_model.task_reward(sequence)
-            value = self.behavior.rollout_value(sequence['feat'], reward)  # [G * N]
+            value = self.plan_value(skills, tiled)  # [G * N]
             return tf.reduce_mean(tf.reshape(value, (cem.proposals, count)), 1)
 
         shape = (self.num_skills, self.skill_dim)
         return cross_entropy_method(
             score, shape, cem.proposals, cem.elites, cem.iterations, self.rng
         )
+
+    def plan_value(self, skills, start):
+        """CEM's score of skill sequences [N, S, D] from start states [N, ...]: the λ-return of
+        the first step of the rollout that holds each skill for K steps, task reward only [N]."""
+        sequence = self.world_model.imagine(self.skill_policy(skills), start, self.horizon)
+        reward = self.world_model.task_reward(sequence)
+        return self.behavior.rollout_value(sequence['feat'], reward)
+
+    def high_policy_skill(self, feat, explore):
+        """A skill [N, D] of the high-level policy (`hiro`) at features [N, F], and its
+        distribution: a reparameterised sample when exploring, else the mean."""
+        dist = self.high_policy(feat)
+        noise = self.rng.normal(tf.shape(dist.mean())) if explore else 0.0
+        return dist.mean() + dist.stddev() * noise, dist
 
     def _cem_starts(self, state, count):
         """All start states (paper), or a random subset of `cem.train_starts` of them."""
@@ -277,7 +289,7 @@ class LSP(Dreamer):
             # current state (cem() averages a proposal's returns over its start states).
             particles = self.config.cem.act_particles
             mean, std, _ = self.cem({k: tf.repeat(v, particles, 0) for k, v in latent.items()})
-            skill = mean[:1]
+            skill = mean[:1]  # [1, D]: the plan's first skill
             if explore:
                 skill += std[:1] * self.rng.normal((1, self.skill_dim))
             if explore and self.config.skills.mean_noise_acting:
@@ -287,9 +299,7 @@ class LSP(Dreamer):
         elif high_level == 'random':
             skill = self.rng.normal((1, self.skill_dim))
         else:
-            dist = self.high_policy(self.world_model.feat(latent))
-            noise = self.rng.normal(tf.shape(dist.mean())) if explore else 0.0
-            skill = dist.mean() + dist.stddev() * noise
+            skill, _ = self.high_policy_skill(self.world_model.feat(latent), explore)
         return skill
 
     @tf.function

@@ -302,7 +302,8 @@ def soft_clamp_std(log_std, min_std, max_std):
 class GaussianMLP(tf.Module):
     """An MLP outputting mean and log-std of a diagonal Gaussian, std softly clamped [LSP A.3].
 
-    Used as the feature decoder and as the backward skill predictor.
+    Used as the feature decoder, the backward skill predictor and the high-level policy of
+    `hiro`.
     """
 
     def __init__(

@@ -2,8 +2,9 @@
 
 The paper's code is unpublished, so these follow its text (§4.3 transfer, A.2 obstacle
 transfer). Every task is deterministic given its seed and keeps its arena (goal and obstacle
-positions) in the MuJoCo model, so that `set_arena_params` plus a stored qpos/qvel and
-`physics.forward()` reproduce `get_reward` for reward relabeling.
+positions) in the MuJoCo model. Reward relabeling redraws an episode's arena by seeding the
+task's random state as the episode was seeded, then replays the stored qpos/qvel;
+`arena_params` and `set_arena_params` read and restore an arena vector directly.
 
 Tasks (`load(name, seed, **params)`):
 
@@ -336,15 +337,10 @@ TASKS = {
 }
 
 
-def task_params(name):
-    """Returns the parameter names and defaults that `load` accepts for task `name`."""
-    return custom_tasks.task_params('quadruped', TASKS, name)
-
-
 def load(name, seed=None, time_limit=DEFAULT_TIME_LIMIT, **params):
     """Returns a `control.Environment` for task `name`, deterministic given `seed`.
 
-    `params` are the task's keyword parameters (see the module docstring and `task_params`);
+    `params` are the task's keyword parameters (see the module docstring);
     an unknown task or parameter raises ValueError naming the valid ones. The control timestep
     (0.02 s) and default time limit (20 s) are the suite's quadruped ones.
     """

@@ -160,7 +160,7 @@ class Replay:
 
     @property
     def clock(self) -> int:
-        """Number of ``tick()`` calls so far (set it to ``start_update`` on resume)."""
+        """Number of ``tick()`` calls so far (``restore()`` sets it on resume)."""
         with self._cond:
             return self._clock
 

@@ -1,5 +1,8 @@
 """The training loop: prefill, collect with the agent, train on the paper's cadence, evaluate,
-log and checkpoint; the same command on an existing logdir resumes the run exactly.
+log and checkpoint; the same command on an existing logdir resumes the run. After a pause
+(SIGUSR1: checkpoint at the next episode end) or a SIGKILL (back to the last checkpoint, written
+at an episode end) it continues as if it had not stopped; SIGTERM or Ctrl-C checkpoint at once,
+discarding the unfinished episode.
 
     python -m dreamer_lsp --configs dmc_proprio dreamer --task dmc_walker_walk --logdir runs/x
 """
@@ -25,10 +28,15 @@ DIVERGED_EXIT_CODE = 3
 
 
 STOP_REQUESTED = threading.Event()
+PAUSE_REQUESTED = threading.Event()
 
 
 class RunInterruptedError(Exception):
     """Raised at the next agent step after SIGTERM/SIGINT, so the run checkpoints and exits."""
+
+
+class RunPausedError(Exception):
+    """Raised at the next episode end after SIGUSR1, so the run checkpoints there and exits."""
 
 
 class DivergedError(Exception):
@@ -63,6 +71,15 @@ def check_saved_config(config, run_dir):
         raise ConfigError(
             f'{run_dir} holds a run with a different config; use another --logdir or the same '
             f'settings. Differences (saved -> requested): {"; ".join(differences)}'
+        )
+    # A run extended past the requested budget would otherwise count as finished at it, its
+    # later evaluations mixed into the shorter run's results.
+    state = run_dir.checkpoint_state()
+    step = None if state is None else state.get('step')
+    if config.steps < saved.steps and step is not None and step > config.steps:
+        raise ConfigError(
+            f'{run_dir} was extended to {saved.steps} steps and is at step {step}, past the '
+            f'{config.steps} requested; pass --steps {saved.steps} to continue it'
         )
 
 
@@ -150,10 +167,10 @@ class Trainer:
         tf.random.set_seed(config.seed)
         self.train_env = ProcessEnv(**env_kwargs(config, config.seed))
         self.eval_env = ProcessEnv(**env_kwargs(config, config.seed + 1_000_000, render_video=True))
-        self.obs_key = 'image' if config.obs_type == 'pixels' else 'features'
         capacity = config.replay_capacity or None
         self.replay = Replay(self.run_dir.episodes, capacity, config.seed)
         self.agent = agents.make_agent(config, self.train_env.obs_space, self.train_env.action_size)
+        self.obs_key = self.agent.world_model.obs_key
         self.logger = Logger(self.run_dir, config.steps)
         self.loop = LoopState.start(config)
         self.checkpoint = self.agent.checkpoint()
@@ -187,6 +204,9 @@ class Trainer:
 
     # Checkpoints -------------------------------------------------------------------------
 
+    def _checkpoint_name(self):
+        return f'ckpt-{self.loop.step:09d}-{self.loop.updates:08d}'
+
     def save_checkpoint(self):
         """Write weights, optimizer and RNG state plus the loop's state, atomically."""
         state = dict(
@@ -195,9 +215,10 @@ class Trainer:
             train_env=_rng_state_to_json(self.train_env.random_state()),
             eval_env=_rng_state_to_json(self.eval_env.random_state()),
             logger_recent=self.logger.recent,
+            logger_pending=self.logger.pending(),
         )
         self.run_dir.save_checkpoint(
-            f'ckpt-{self.loop.step:09d}-{self.loop.updates:08d}',
+            self._checkpoint_name(),
             self.checkpoint.write,
             state,
             self.config.checkpoint_keep,
@@ -221,6 +242,8 @@ class Trainer:
         self.train_env.set_random_state(_rng_state_from_json(state['train_env']))
         self.eval_env.set_random_state(_rng_state_from_json(state['eval_env']))
         self.logger.recent.update(state['logger_recent'])
+        # Checkpoints written before the pending averages were saved lack them.
+        self.logger.restore_pending(state.get('logger_pending', {}))
         self.logger.truncate_after(self.loop.step)
         loop = self.loop
         print(
@@ -399,6 +422,7 @@ class Trainer:
                         f'Prefilled {loop.episodes} episodes ({loop.step} steps); training.',
                         flush=True,
                     )
+                self._pause_if_requested()
             while loop.step < config.steps:
                 if loop.eval(loop.step):
                     self.evaluate()
@@ -406,6 +430,8 @@ class Trainer:
                 self._store(episode, 'train')
                 if loop.checkpoint(loop.step):
                     self.save_checkpoint()
+                if loop.step < config.steps:
+                    self._pause_if_requested()
             self.evaluate()
             self.logger.write(loop.step, loop.updates)
             self.save_checkpoint()
@@ -414,10 +440,24 @@ class Trainer:
             print(
                 'Interrupted: writing a checkpoint; the same command resumes the run.', flush=True
             )
-            # The unfinished episode is discarded.
+            # The unfinished episode is discarded, while its steps and updates count.
             self.save_checkpoint()
+        except RunPausedError:
+            print(
+                f'Paused at the end of an episode (step {loop.step}): the same command resumes '
+                'the run as if it had not stopped.',
+                flush=True,
+            )
         finally:
             self.close()
+
+    def _pause_if_requested(self):
+        """At an episode end: after SIGUSR1, checkpoint (unless just done) and stop."""
+        if not PAUSE_REQUESTED.is_set():
+            return
+        if self.run_dir.latest_name() != self._checkpoint_name():
+            self.save_checkpoint()
+        raise RunPausedError()
 
     def _count_prefill_step(self):
         self.loop.step += self.config.action_repeat
@@ -444,6 +484,10 @@ def _request_stop(signum, frame):
     STOP_REQUESTED.set()
 
 
+def _request_pause(signum, frame):
+    PAUSE_REQUESTED.set()
+
+
 def _report_worker_error(error, run_dir, step):
     """Keep the worker's traceback in the logdir; return the one line for the terminal."""
     log = run_dir.env_errors
@@ -456,11 +500,13 @@ def _report_worker_error(error, run_dir, step):
 def main(argv=None):
     """Command-line entry point.
 
-    Exit codes: 0 finished or interrupted (resumable), 2 bad config (nothing written), 3
+    Exit codes: 0 finished, interrupted or paused (resumable), 2 bad config (nothing written), 3
     diverged (nothing written over the last checkpoint), 1 any other error, an environment
     worker's in one line with its traceback in the logdir.
     """
     argv = sys.argv[1:] if argv is None else argv
+    # SIGUSR1 (e.g. from a pausing sweep launcher) stops at the next episode end, exactly.
+    signal.signal(signal.SIGUSR1, _request_pause)
     try:
         config = config_lib.parse_args(argv)
         config_lib.check(config)

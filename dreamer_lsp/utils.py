@@ -1,19 +1,20 @@
-"""TensorFlow utilities of the agent: λ-returns and the optimizer [ref tools.py]."""
+"""TensorFlow utilities of the agent: λ-returns, the optimizer [ref tools.py] and timings."""
 
 from dreamer_lsp._tf import tf
 
 
-def lambda_return(reward, next_value, pcont, lambda_):
+def lambda_return(reward, next_value, discount, lambda_):
     """λ-returns over time (axis 0) [D eq. 6], computed backwards from the last next value.
 
-    reward, next_value, pcont: [H, ...]; next_value[t] = v_{t+1}, the value of the state reward t
-    leads to. G_t = r_t + γ_t ((1 - λ) v_{t+1} + λ G_{t+1}), with G_H = v_H (the bootstrap).
+    reward, next_value, discount: [H, ...]; next_value[t] = v_{t+1}, the value of the state
+    reward t leads to. G_t = r_t + γ_t ((1 - λ) v_{t+1} + λ G_{t+1}), with G_H = v_H (the
+    bootstrap).
     """
-    inputs = reward + pcont * next_value * (1 - lambda_)
+    inputs = reward + discount * next_value * (1 - lambda_)
     returns = []
     last = next_value[-1]
     for t in reversed(range(reward.shape[0])):
-        last = inputs[t] + pcont[t] * lambda_ * last
+        last = inputs[t] + discount[t] * lambda_ * last
         returns.append(last)
     return tf.stack(returns[::-1], 0)
 
@@ -61,11 +62,6 @@ class Adam(tf.Module):
     def variables_to_train(self):
         """The variables this optimizer updates."""
         return self._trained.items
-
-    @property
-    def parameter_count(self):
-        """Number of scalars this optimizer trains."""
-        return int(sum(v.shape.num_elements() for v in self.variables_to_train))
 
     def minimize(self, tape, loss):
         """Compute gradients of `loss` recorded on `tape`, clip and apply; returns the grad norm."""

@@ -137,3 +137,24 @@ def test_rollout_value_is_the_first_lambda_return_without_the_first_value():
     first_changed = tf.concat([sequence['feat'][:1] + 100.0, sequence['feat'][1:]], 0)
     _, changed, _ = agent.behavior.target(first_changed, reward)
     np.testing.assert_array_equal(changed.numpy(), returns.numpy())
+
+
+def test_the_loggers_pending_averages_survive_a_checkpoint(tmp_path):
+    # A run checkpointed between two log lines logs the averages of the updates on both sides.
+    import json
+
+    from dreamer_lsp.logger import Logger
+    from dreamer_lsp.rundir import RunDir
+
+    first, second = (Logger(RunDir(tmp_path / name), 100) for name in ('first', 'second'))
+    for logger in (first, second):
+        logger.average({'loss': 1.0})
+        logger.average({'loss': 2.0, 'norm': 4.0})
+    resumed = Logger(RunDir(tmp_path / 'second'), 100)
+    resumed.restore_pending(json.loads(json.dumps(second.pending())))  # as state.json holds it
+    for logger in (first, resumed):
+        logger.average({'loss': 6.0})
+        logger.write(10, 3)
+    for name in ('first', 'second'):
+        line = json.loads((tmp_path / name / 'metrics.jsonl').read_text())
+        assert line['train/loss'] == 3.0 and line['train/norm'] == 4.0

@@ -172,3 +172,26 @@ def test_a_logdir_without_a_checkpoint_does_not_bind_its_config(tmp_path):
     (logdir / 'checkpoint' / 'latest').write_text('ckpt-000000400-00000002\n')
     with pytest.raises(ConfigError, match="task: 'dmc_walker_walk' -> 'dmc_cartpole_balance'"):
         train.check_saved_config(corrected, RunDir(logdir))
+
+
+def test_a_run_extended_past_the_requested_budget_is_refused_not_counted_finished(tmp_path):
+    # A 36k run resumed to 100k and stopped at 37k: the 36k command must not treat it as its own.
+    logdir = tmp_path / 'run'
+    run_dir = RunDir(logdir)
+    logdir.mkdir()
+    config_lib.build(['debug'], {'steps': 1000}).save(run_dir.config)
+
+    def checkpoint_at(step):
+        state = {'step': step}
+        run_dir.save_checkpoint(f'ckpt-{step:09d}', lambda prefix: None, state, keep=1)
+
+    checkpoint_at(1100)
+    for steps in (1000, 2000, 5000):  # finished at its budget, or extended further: fine
+        train.check_saved_config(config_lib.build(['debug'], {'steps': steps}), run_dir)
+    config_lib.build(['debug'], {'steps': 5000}).save(run_dir.config)
+    checkpoint_at(1200)
+    for steps in (1200, 5000):
+        train.check_saved_config(config_lib.build(['debug'], {'steps': steps}), run_dir)
+    message = 'extended to 5000 steps and is at step 1200, past the 1000 requested; pass --steps'
+    with pytest.raises(ConfigError, match=message):
+        train.check_saved_config(config_lib.build(['debug'], {'steps': 1000}), run_dir)

@@ -110,6 +110,48 @@ def test_rerunning_a_finished_run_does_nothing_new(finished_run):
     assert len(episode_files(logdir)) == before
 
 
+# Logged values that measure time, not what the run computed.
+TIMING_KEYS = ('fps', 'updates_per_second', 'train/acting/step_ms', 'test/seconds')
+
+
+def test_a_paused_run_resumes_as_if_it_had_not_stopped(finished_run, tmp_path):
+    reference, _ = finished_run
+    logdir = tmp_path / 'paused'
+    process = subprocess.Popen(
+        command(logdir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+    )
+    deadline = time.time() + 300
+    # Pause while training, past the prefill's two episodes.
+    while time.time() < deadline and len(episode_files(logdir)) < 3:
+        if process.poll() is not None:
+            pytest.fail('run ended before it could be paused:\n' + process.stdout.read()[-3000:])
+        time.sleep(0.1)
+    process.send_signal(signal.SIGUSR1)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    assert 'Paused at the end of an episode' in output
+    state = RunDir(logdir).checkpoint_state()
+    # At an episode end: every counted step is in a stored episode (200 steps each).
+    assert 400 < state['step'] < 1200 and state['step'] == 200 * state['episodes']
+    assert len(episode_files(logdir)) == state['episodes']
+    result = run(logdir)
+    assert f'Resumed {logdir} at step {state["step"]}' in result.stdout
+    paused_files, reference_files = episode_files(logdir), episode_files(reference)
+    assert [f.name for f in paused_files] == [f.name for f in reference_files]
+    for paused_file, reference_file in zip(paused_files, reference_files):
+        with np.load(paused_file) as paused, np.load(reference_file) as uninterrupted:
+            np.testing.assert_allclose(paused['action'], uninterrupted['action'], atol=1e-5)
+            np.testing.assert_allclose(paused['reward'], uninterrupted['reward'], atol=1e-5)
+    paused_lines, reference_lines = metrics(logdir), metrics(reference)
+    assert len(paused_lines) == len(reference_lines)
+    for paused_line, reference_line in zip(paused_lines, reference_lines):
+        for key in TIMING_KEYS:
+            paused_line.pop(key, None), reference_line.pop(key, None)
+        assert paused_line.keys() == reference_line.keys()
+        for key, value in reference_line.items():
+            assert paused_line[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
 def test_changed_config_is_refused(finished_run):
     logdir, _ = finished_run
     result = subprocess.run(

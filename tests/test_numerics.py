@@ -16,24 +16,24 @@ from dreamer_lsp.world_model import WorldModel
 def test_lambda_return_by_hand():
     reward = tf.constant([[1.0], [2.0], [3.0]])
     next_value = tf.constant([[20.0], [30.0], [40.0]])  # the last one bootstraps
-    pcont = tf.constant([[0.9], [0.9], [0.9]])
+    discount = tf.constant([[0.9], [0.9], [0.9]])
     lam = 0.5
     # Backwards: G2 = 3 + .9 * 40 = 39; G1 = 2 + .9 * (.5 * 30 + .5 * 39);
     # G0 = 1 + .9 * (.5 * 20 + .5 * G1).
     g2 = 3 + 0.9 * 40
     g1 = 2 + 0.9 * (0.5 * 30 + 0.5 * g2)
     g0 = 1 + 0.9 * (0.5 * 20 + 0.5 * g1)
-    returns = lambda_return(reward, next_value, pcont, lam).numpy()[:, 0]
+    returns = lambda_return(reward, next_value, discount, lam).numpy()[:, 0]
     np.testing.assert_allclose(returns, [g0, g1, g2], rtol=1e-6)
 
 
 def test_lambda_one_is_monte_carlo_and_zero_is_one_step():
     reward = tf.constant([1.0, 1.0, 1.0])
     next_value = tf.constant([6.0, 7.0, 8.0])
-    pcont = tf.fill([3], 0.5)
-    mc = lambda_return(reward, next_value, pcont, 1.0).numpy()
+    discount = tf.fill([3], 0.5)
+    mc = lambda_return(reward, next_value, discount, 1.0).numpy()
     np.testing.assert_allclose(mc[0], 1 + 0.5 * (1 + 0.5 * (1 + 0.5 * 8)))
-    td = lambda_return(reward, next_value, pcont, 0.0).numpy()
+    td = lambda_return(reward, next_value, discount, 0.0).numpy()
     np.testing.assert_allclose(td, [1 + 0.5 * 6, 1 + 0.5 * 7, 1 + 0.5 * 8])
 
 

@@ -5,16 +5,21 @@ import fcntl
 import importlib.util
 import itertools
 import json
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dreamer_lsp import config as config_lib
+from dreamer_lsp.rundir import RunDir
 from tools import sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -470,3 +475,36 @@ def test_the_quickstart_screen_runs_in_smoke_mode_and_reports(tmp_path):
     seed = summary['dmc_walker_stand']['seeds']['0']
     assert seed['evaluations'][0][0] == 200 and seed['prefill_return'] is not None
     assert seed['baseline'] == max(seed['prefill_return'], seed['first_evaluation'])
+
+
+def test_a_run_extended_past_the_sweeps_budget_stops_the_sweep_before_anything_starts(tmp_path):
+    run = sweep.train_run(tmp_path, 'dmc_cartpole_balance', 'dreamer', 0, 'debug')
+    budget = sweep.resolved_config(run).steps
+    run_dir = RunDir(run.logdir)
+    run_dir.path.mkdir(parents=True)
+    sweep.resolved_config(run).update({'steps': 2 * budget}).save(run_dir.config)
+    state = {'step': budget + 100}
+    run_dir.save_checkpoint(f'ckpt-{budget + 100:09d}', lambda prefix: None, state, keep=1)
+    with pytest.raises(sweep.SweepError, match=f'pass --steps {2 * budget} to continue it'):
+        sweep.validate([run])
+    sweep.validate([dataclasses.replace(run, args=('--steps', str(2 * budget)))])
+
+
+def test_sigusr1_pauses_the_sweep_at_episode_ends_and_the_same_call_resumes(tmp_path, capsys):
+    runs = [cartpole(tmp_path, seed, '--steps', '800') for seed in (0, 1)]
+    episodes = runs[0].logdir / 'train_episodes'
+
+    def pause_once_training():  # past the prefill's two episodes
+        while len(list(episodes.glob('*.npz'))) < 3:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    threading.Thread(target=pause_once_training, daemon=True).start()
+    status = sweep.run_local(runs, parallel=1)
+    assert status == {runs[0].logdir: sweep.INTERRUPTED, runs[1].logdir: sweep.NOT_STARTED}
+    assert 'paused at an episode end' in capsys.readouterr().out
+    assert 'Paused at the end of an episode' in (runs[0].logdir / 'stdout.log').read_text()
+    state = RunDir(runs[0].logdir).checkpoint_state()
+    assert state['step'] < 800 and state['step'] == 200 * state['episodes']
+    assert not runs[1].logdir.exists()
+    assert set(sweep.run_local(runs, parallel=1).values()) == {sweep.DONE}

@@ -33,7 +33,7 @@ def current_latent(agent, env, steps, seed):
     """The latent state [1] after filtering `steps` real observations (actor, fixed skill)."""
     from dreamer_lsp._tf import tf
 
-    obs_key = 'image' if 'image' in env.obs_space else 'features'
+    obs_key = agent.world_model.obs_key
     obs = env.reset()
     latent, action, _, _ = agent.initial_state()
     skill = tf.constant(np.random.default_rng(seed).normal(size=(1, agent.skill_dim)), tf.float32)
@@ -54,10 +54,7 @@ def measure(agent, latent, particles, repeats, reference):
 
     @tf.function
     def plan_value(plan, count):  # plan [S, D]: its value averaged over `count` rollouts
-        policy = agent.skill_policy(tf.repeat(plan[None], count, 0))
-        sequence = agent.world_model.imagine(policy, tiled(count), agent.horizon)
-        reward = agent.world_model.task_reward(sequence)
-        return tf.reduce_mean(agent.behavior.rollout_value(sequence['feat'], reward))
+        return tf.reduce_mean(agent.plan_value(tf.repeat(plan[None], count, 0), tiled(count)))
 
     cem = tf.function(lambda: agent.cem(tiled(particles)))
     cem()  # trace

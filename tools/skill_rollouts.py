@@ -42,7 +42,7 @@ def run_skill(agent, env, skill, steps, initial_state, sample):
     env.set_random_state(initial_state)
     obs = env.reset()
     key = 'image' if 'image' in obs else 'video'
-    obs_key = 'image' if 'image' in obs else 'features'
+    obs_key = agent.world_model.obs_key
     latent, action, _, _ = agent.initial_state()
     skill = tf.constant(np.asarray(skill, np.float32)[None])
     frames, qpos = [obs[key]], [obs['qpos']]

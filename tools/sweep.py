@@ -71,7 +71,7 @@ from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError, check_task
 from dreamer_lsp.durations import format_duration
 from dreamer_lsp.rundir import RunDir
-from dreamer_lsp.train import DIVERGED_EXIT_CODE
+from dreamer_lsp.train import DIVERGED_EXIT_CODE, check_saved_config
 
 REPO = Path(__file__).resolve().parent.parent
 RELABEL_SCRIPT = REPO / 'scripts' / 'relabel_rewards.py'
@@ -276,7 +276,7 @@ def _resolve(blocks, args):
 
 def validate(runs):
     """Check unique logdirs, dependencies on earlier runs, task names and every training run's
-    config."""
+    config, also against the config its logdir already holds (`train.check_saved_config`)."""
     seen = set()
     for run in runs:
         if run.logdir in seen:
@@ -292,7 +292,10 @@ def validate(runs):
         except ConfigError as error:
             raise SweepError(f'{run.label}: {error}') from None
         if run.kind == 'train':
-            resolved_config(run)
+            try:
+                check_saved_config(resolved_config(run), RunDir(run.logdir))
+            except ConfigError as error:
+                raise SweepError(f'{run.label}: {error}') from None
 
 
 def checkpoint_step(logdir):
@@ -354,18 +357,25 @@ def _say(status, run, detail=''):
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """Within the block, SIGTERM to the launcher acts like Ctrl-C (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    with _signal_handler(signal.SIGTERM, interrupt):
+        yield
+
+
+@contextlib.contextmanager
+def _signal_handler(signum, handler):
+    """Within the block, ``handler`` handles ``signum`` (main thread only, else a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signum, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signum, previous)
 
 
 @dataclasses.dataclass
@@ -395,7 +405,8 @@ def run_local(runs, parallel=1, gpus=()):
     """Run the sweep on this machine, ``parallel`` programs at a time; returns {logdir: status}.
 
     Ctrl-C or SIGTERM asks every running program to checkpoint, waits for them and returns;
-    the same call later resumes them.
+    SIGUSR1 pauses: no run starts any more and every running program stops at the end of its
+    current episode, to resume exactly. The same call later resumes them.
     """
     if parallel < 1:
         raise SweepError(f'--parallel must be at least 1, got {parallel}')
@@ -407,10 +418,18 @@ def run_local(runs, parallel=1, gpus=()):
             _say(FINISHED, run)
     pending = [run for run in runs if run.logdir not in status]
     running, free = {}, list(range(parallel))
-    with _sigterm_as_interrupt():
+    pausing = threading.Event()
+
+    def pause(signum, frame):
+        print('Pausing: the running programs stop at their next episode end.', flush=True)
+        pausing.set()
+        for item in running.values():
+            item.process.send_signal(signal.SIGUSR1)
+
+    with _sigterm_as_interrupt(), _signal_handler(signal.SIGUSR1, pause):
         try:
-            while pending or running:
-                for run in list(pending):
+            while (pending and not pausing.is_set()) or running:
+                for run in [] if pausing.is_set() else list(pending):
                     states = [status.get(logdir) for logdir in run.depends_on]
                     if any(state is not None and state not in OK for state in states):
                         pending.remove(run)
@@ -435,7 +454,7 @@ def run_local(runs, parallel=1, gpus=()):
                 logdir = _wait_any(running)
                 item = running.pop(logdir)
                 free.append(item.slot)
-                status[logdir] = _report_exit(item)
+                status[logdir] = _report_exit(item, pausing.is_set())
         except KeyboardInterrupt:
             print('Interrupted: the running programs checkpoint and exit.', flush=True)
             for item in running.values():
@@ -459,7 +478,7 @@ def _wait_any(running):
         time.sleep(POLL_SECONDS)
 
 
-def _report_exit(item):
+def _report_exit(item, paused=False):
     """The status of a program that exited, printed with its duration."""
     code, run = item.process.returncode, item.run
     took = format_duration(time.time() - item.start)
@@ -467,6 +486,10 @@ def _report_exit(item):
         _say(DONE, run, took)
         return DONE
     log = run.logdir / LOG_NAME
+    # A program signalled before it could install its handler dies of it, SIGKILL-safe.
+    if paused and code in (0, -signal.SIGUSR1):
+        _say(INTERRUPTED, run, f'{took}; paused at an episode end, rerun to resume')
+        return INTERRUPTED
     if code == 0:
         _say(INCOMPLETE, run, f'{took}; exited before its last step (log {log})')
         return INCOMPLETE
