@@ -41,6 +41,10 @@ class CheckpointError(Exception):
     """A run's checkpoints exist but none can be read; the message is one line."""
 
 
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint of another agent (e.g. written by other code): it stays in place."""
+
+
 class RunDir:
     """The directory of one training run."""
 
@@ -107,10 +111,11 @@ class RunDir:
     def load_checkpoint(self, read_variables, read_errors=()):
         """Read the newest readable checkpoint; its saved state, or None without a checkpoint.
 
-        read_variables(prefix) restores the weights and raises on a mismatch. A checkpoint that
-        cannot be read (truncated, corrupted; `read_errors` and the usual I/O and format errors)
-        is moved aside to `unreadable-<name>` with a one-line warning and the one before it is
-        tried; CheckpointError when none is left.
+        read_variables(prefix) restores the weights and raises CheckpointMismatchError when they
+        belong to another agent, which stops the resume and leaves every checkpoint in place. A
+        checkpoint that cannot be read (truncated, corrupted; `read_errors` and the usual I/O
+        and format errors) is moved aside to `unreadable-<name>` with a one-line warning and the
+        one before it is tried; CheckpointError when none is left.
         """
         name = self.latest_name()
         if name is None:

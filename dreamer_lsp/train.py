@@ -20,7 +20,7 @@ from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError
 from dreamer_lsp.envs import ProcessEnv, WorkerError
 from dreamer_lsp.replay import episode_files
-from dreamer_lsp.rundir import CheckpointError, RunDir
+from dreamer_lsp.rundir import CheckpointError, CheckpointMismatchError, RunDir
 
 # Exit codes: a bad config (before anything is written), a diverged run.
 CONFIG_EXIT_CODE = 2
@@ -229,7 +229,7 @@ class Trainer:
         from dreamer_lsp._tf import tf
 
         state = self.run_dir.load_checkpoint(
-            lambda prefix: self.checkpoint.read(prefix).assert_consumed(), (tf.errors.OpError,)
+            lambda prefix: read_agent_checkpoint(self.checkpoint, prefix), (tf.errors.OpError,)
         )
         if state is None:
             if episode_files(self.run_dir.episodes):
@@ -468,6 +468,26 @@ class Trainer:
         self.train_env.close()
         self.eval_env.close()
         self.logger.close()
+
+
+def read_agent_checkpoint(checkpoint, prefix):
+    """Restore `checkpoint` (a `tf.train.Checkpoint`) from `prefix`, every variable matched.
+
+    CheckpointMismatchError when the file is readable but holds another agent: variables
+    missing, unexpected or of another shape, as after a change to the code.
+    """
+    try:
+        checkpoint.read(prefix).assert_consumed()
+    except (AssertionError, ValueError) as error:
+        reason = ' '.join(str(error).split())
+        # TensorFlow's ValueError for a variable of another shape; others mean a damaged file.
+        if isinstance(error, ValueError) and 'incompatible tensor with shape' not in reason:
+            raise
+        name = pathlib.Path(prefix).parent.name
+        raise CheckpointMismatchError(
+            f'checkpoint {name} holds another agent than this code builds ({reason[:160]}); '
+            'resume it with the code that wrote it, or use another --logdir'
+        ) from None
 
 
 def _rng_state_to_json(state):

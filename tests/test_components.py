@@ -1,11 +1,18 @@
-"""World-model components with real TensorFlow graphs at `debug` sizes."""
+"""World-model components, the logger and checkpoints, with real TensorFlow at `debug` sizes."""
+
+import functools
+import json
 
 import numpy as np
+import pytest
 
 from dreamer_lsp import config as config_lib
 from dreamer_lsp import networks
 from dreamer_lsp._tf import tf
 from dreamer_lsp.dreamer import Dreamer
+from dreamer_lsp.logger import Logger
+from dreamer_lsp.rundir import CheckpointError, CheckpointMismatchError, RunDir
+from dreamer_lsp.train import read_agent_checkpoint
 from dreamer_lsp.world_model import flatten_states
 
 
@@ -141,11 +148,6 @@ def test_rollout_value_is_the_first_lambda_return_without_the_first_value():
 
 def test_the_loggers_pending_averages_survive_a_checkpoint(tmp_path):
     # A run checkpointed between two log lines logs the averages of the updates on both sides.
-    import json
-
-    from dreamer_lsp.logger import Logger
-    from dreamer_lsp.rundir import RunDir
-
     first, second = (Logger(RunDir(tmp_path / name), 100) for name in ('first', 'second'))
     for logger in (first, second):
         logger.average({'loss': 1.0})
@@ -158,3 +160,31 @@ def test_the_loggers_pending_averages_survive_a_checkpoint(tmp_path):
     for name in ('first', 'second'):
         line = json.loads((tmp_path / name / 'metrics.jsonl').read_text())
         assert line['train/loss'] == 3.0 and line['train/norm'] == 4.0
+
+
+def test_a_checkpoint_of_another_agent_stops_the_resume_and_stays_in_place(tmp_path):
+    # After a code change that adds or reshapes a variable, the checkpoints are not "unreadable".
+    def agent(**shapes):
+        module = tf.Module()
+        for name, shape in shapes.items():
+            setattr(module, name, tf.Variable(tf.zeros(shape)))
+        return tf.train.Checkpoint(agent=module)
+
+    run = RunDir(tmp_path / 'run')
+    written = agent(kernel=(3, 4), bias=(4,))
+    run.save_checkpoint('ckpt-000000100', written.write, {'step': 100}, keep=2)
+    for changed in (agent(kernel=(3, 5), bias=(4,)), agent(kernel=(3, 4), bias=(4,), new=(2,))):
+        with pytest.raises(CheckpointMismatchError, match='ckpt-000000100 holds another agent'):
+            run.load_checkpoint(functools.partial(read_agent_checkpoint, changed))
+        assert run.latest_name() == 'ckpt-000000100'
+        assert not list(run.checkpoints.glob('unreadable-*'))
+    same = agent(kernel=(3, 4), bias=(4,))
+    assert run.load_checkpoint(lambda prefix: read_agent_checkpoint(same, prefix)) == {'step': 100}
+    # A damaged file is still moved aside (and with no checkpoint left, the run cannot resume).
+    data = next(run.checkpoints.glob('ckpt-000000100/variables.data-*'))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match='holds no readable checkpoint'):
+        run.load_checkpoint(
+            lambda prefix: read_agent_checkpoint(same, prefix), (tf.errors.OpError,)
+        )
+    assert list(run.checkpoints.glob('unreadable-ckpt-000000100'))
