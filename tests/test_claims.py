@@ -13,7 +13,7 @@ BUDGET = 10000
 # test/return per seed as {step: value}; the last 20% of 10,000 steps starts at 8,000.
 RUNS = {
     'lsp': {'0': {4000: 100, 8000: 700, 10000: 900}, '1': {4000: 50, 9000: 500, 10000: 700}},
-    'dreamer': {'0': {4000: 300, 8000: 610, 10000: 610}, '1': {4000: 900, 8500: 590}},
+    'dreamer': {'0': {4000: 300, 8000: 610, 10000: 610}, '1': {4000: 900, 10000: 590}},
     'random_skills': {'0': {8000: 200, 10000: 300}, '1': {8000: 250, 10000: 250}},
 }
 
@@ -61,9 +61,11 @@ def test_verdicts_by_hand(root):
 
 
 def test_an_unfinished_run_is_refused_not_scored_early(tmp_path):
-    write_run(tmp_path / 'run', {4000: 100, 7000: 200})
-    with pytest.raises(claims.scores.ScoreError, match='no evaluation in the last 20%'):
-        claims.final_return(tmp_path / 'run')
+    # Stopped at 9,000 of 10,000 steps: it has evaluations in the last 20%, but not the final one.
+    write_run(tmp_path / 'run', {4000: 100, 8000: 150, 9000: 200})
+    for score in (claims.final_return, claims.whole_return):
+        with pytest.raises(claims.scores.ScoreError, match='unfinished: .* at step 9000 of 10000'):
+            score(tmp_path / 'run')
 
 
 def test_compare_command_writes_the_summary_and_refuses_missing_methods(root, capsys):

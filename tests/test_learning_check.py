@@ -124,7 +124,13 @@ def test_the_check_reports_every_seed_and_fails_unless_all_pass(tmp_path, capsys
     assert seed['train/actor_grad_norm'] == 0.02
     assert 'FAIL' in capsys.readouterr().out
     passing = dreamer[::2]
+    with (passing[0].logdir / 'metrics.jsonl').open('a') as file:
+        file.write('{"step": 36')  # a line cut short by a kill is skipped
     assert check.report(passing, tmp_path) == 0
+    # Two of three seeds are not the check's result: the summary keeps the whole check's.
+    assert 'seeds 0, 2 only, not written' in capsys.readouterr().out
+    summary = json.loads((tmp_path / 'summary.json').read_text())['dreamer']
+    assert summary['pass_rate'] == pytest.approx(2 / 3)
 
 
 def test_the_regime_picks_the_batch_and_the_default_root(tmp_path):

@@ -35,32 +35,29 @@ METRICS = ('final', 'whole')
 
 
 def evaluations(run):
-    """Steps and returns [E] of a run's evaluations; ScoreError if it has none."""
+    """Steps and returns [E] of a finished run's evaluations, and its budget (`steps` of its
+    config.yaml). ScoreError for a run without evaluations or one whose final evaluation, at
+    the end of its budget, is not logged yet: an unfinished run is never scored early."""
     steps, values = scores.metric_series(
         scores.read_metrics(Path(run) / 'metrics.jsonl'), 'test/return'
     )
     if not len(values):
         raise scores.ScoreError(f'{run} has no evaluation (test/return) yet')
-    return steps, values
-
-
-def final_return(run, fraction=FINAL_FRACTION):
-    """Mean evaluation return over the last `fraction` of the run's step budget.
-
-    The budget is `steps` of the run's config.yaml. A run whose last evaluation falls before the
-    window (unfinished) raises ScoreError rather than scoring an earlier stage of training.
-    """
-    steps, values = evaluations(run)
     budget = scores.read_config(Path(run) / 'config.yaml').get('steps')
     if not isinstance(budget, (int, float)) or budget <= 0:
         raise scores.ScoreError(f'{run}/config.yaml has no positive `steps`')
-    window = steps >= (1 - fraction) * budget
-    if not window.any():
+    if steps[-1] < budget:
         raise scores.ScoreError(
-            f'{run} has no evaluation in the last {fraction:.0%} of its {budget:.0f} steps '
-            f'(last at {steps[-1]:.0f}): unfinished?'
+            f'{run} is unfinished: its last evaluation is at step {steps[-1]:.0f} of '
+            f'{budget:.0f}; finish it with its command first'
         )
-    return float(values[window].mean())
+    return steps, values, budget
+
+
+def final_return(run, fraction=FINAL_FRACTION):
+    """Mean evaluation return over the last `fraction` of the run's step budget."""
+    steps, values, budget = evaluations(run)
+    return float(values[steps >= (1 - fraction) * budget].mean())
 
 
 def whole_return(run):

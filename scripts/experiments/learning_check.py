@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dreamer_lsp.rundir import atomic_write_text  # noqa: E402
-from tools import sweep  # noqa: E402
+from tools import scores, sweep  # noqa: E402
 
 TASK = 'dmc_cartpole_balance'
 METHODS = ('dreamer', 'lsp')
@@ -104,8 +104,9 @@ def smoke_keep(run):
 
 def seed_result(logdir):
     """Best and final evaluation, pass, and the health metrics of one finished run."""
-    lines = [json.loads(line) for line in (Path(logdir) / 'metrics.jsonl').read_text().splitlines()]
-    evaluations = [(line['step'], line['test/return']) for line in lines if 'test/return' in line]
+    lines = scores.read_metrics(Path(logdir) / 'metrics.jsonl')
+    steps, returns = scores.metric_series(lines, 'test/return')
+    evaluations = [(int(step), float(value)) for step, value in zip(steps, returns)]
     training = [line for line in lines if 'train/imag_value' in line]
     best = max(value for _, value in evaluations)
     result = dict(
@@ -120,12 +121,20 @@ def seed_result(logdir):
 
 
 def report(runs, root):
-    """Print the per-seed table and pass rate, write summary.json; exit code 0 when all pass."""
-    summary, code = {}, 0
+    """Print the per-seed table and pass rate; exit code 0 when all pass.
+
+    summary.json keeps one entry per method, written only when every seed of the method was
+    selected (a `--seeds` subset is printed, not recorded as the check's result).
+    """
+    path = Path(root) / 'summary.json'
+    summary, code = json.loads(path.read_text()) if path.is_file() else {}, 0
     for method in dict.fromkeys(run.method for run in runs):
         seeds = {run.seed: seed_result(run.logdir) for run in runs if run.method == method}
         passed = sum(result['passed'] for result in seeds.values())
-        summary[method] = dict(pass_rate=passed / len(seeds), seeds=seeds)
+        if sorted(seeds) == sorted(SEEDS):
+            summary[method] = dict(pass_rate=passed / len(seeds), seeds=seeds)
+        else:
+            print(f'{method}: seeds {", ".join(map(str, seeds))} only, not written to {path}')
         print(f'{method}: {passed}/{len(seeds)} seeds pass (best evaluation > {PASS_RETURN:.0f})')
         print('  seed   best  final  action_ent  imag_value  max imag_value  actor_grad_norm')
         for seed, result in seeds.items():
@@ -138,7 +147,7 @@ def report(runs, root):
                 + ('' if result['passed'] else '  FAIL')
             )
         code = code or int(passed < len(seeds))
-    atomic_write_text(Path(root) / 'summary.json', json.dumps(summary, indent=2))
+    atomic_write_text(path, json.dumps(summary, indent=2))
     print(f'learning check: {"PASS" if code == 0 else "FAIL"}; summary in {root}/summary.json')
     return code
 
