@@ -9,6 +9,7 @@
                                 `latest`, the name of the newest complete one
     <logdir>/env_errors.log     tracebacks of failed environment workers
     <logdir>/transfer.json      what a transferred run loaded from its source
+    <logdir>/.train.lock        held by the process training in it (pid inside)
 
 Used by the trainer, by transfer (reading a source run) and by the sweep launcher (deciding
 what is finished), and `atomic_write_text`, through which the project writes its small files
@@ -16,6 +17,7 @@ what is finished), and `atomic_write_text`, through which the project writes its
 written and read by callables the caller passes.
 """
 
+import fcntl
 import json
 import os
 import pathlib
@@ -41,6 +43,10 @@ class CheckpointError(Exception):
     """A run's checkpoints exist but none can be read; the message is one line."""
 
 
+class RunBusyError(Exception):
+    """Another process is training in the run directory; the message is one line."""
+
+
 class CheckpointMismatchError(CheckpointError):
     """A readable checkpoint of another agent (e.g. written by other code): it stays in place."""
 
@@ -62,6 +68,28 @@ class RunDir:
     checkpoints = property(lambda self: self.path / 'checkpoint', doc='Checkpoint directory.')
     env_errors = property(lambda self: self.path / 'env_errors.log', doc='Worker tracebacks.')
     transfer_report = property(lambda self: self.path / 'transfer.json', doc='Transfer report.')
+    train_lock = property(lambda self: self.path / '.train.lock', doc='The training lock.')
+
+    def lock_for_training(self):
+        """Hold the run's lock while this process lives (the open file is returned); RunBusyError
+        if another process holds it, so that two trainers never write one run."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        file = open(self.train_lock, 'a+')
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or 'unknown'
+            file.close()
+            raise RunBusyError(
+                f'{self.path} is being trained by another process (pid {holder}); '
+                'wait for it to end or stop it first'
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f'{os.getpid()}\n')
+        file.flush()
+        return file
 
     # Checkpoints -------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError
 from dreamer_lsp.envs import ProcessEnv, WorkerError
 from dreamer_lsp.replay import episode_files
-from dreamer_lsp.rundir import CheckpointError, CheckpointMismatchError, RunDir
+from dreamer_lsp.rundir import CheckpointError, CheckpointMismatchError, RunBusyError, RunDir
 
 # Exit codes: a bad config (before anything is written), a diverged run.
 CONFIG_EXIT_CODE = 2
@@ -153,6 +153,7 @@ class Trainer:
         self.run_dir = RunDir(config.logdir)
         # Checked before TensorFlow loads, so a refused run costs nothing.
         check_saved_config(config, self.run_dir)
+        self._lock = self.run_dir.lock_for_training()
 
         from dreamer_lsp import agents
         from dreamer_lsp._tf import tf
@@ -160,7 +161,6 @@ class Trainer:
         from dreamer_lsp.replay import Replay
 
         self.config = config
-        self.run_dir.path.mkdir(parents=True, exist_ok=True)
         config.save(self.run_dir.config)
         if config.threads:
             tf.config.threading.set_intra_op_parallelism_threads(config.threads)
@@ -463,11 +463,12 @@ class Trainer:
         self.loop.step += self.config.action_repeat
 
     def close(self):
-        """Stop the environment workers and the replay's sampler."""
+        """Stop the environment workers and the replay's sampler; release the run's lock."""
         self.replay.close()
         self.train_env.close()
         self.eval_env.close()
         self.logger.close()
+        self._lock.close()
 
 
 def read_agent_checkpoint(checkpoint, prefix):
@@ -531,7 +532,7 @@ def main(argv=None):
         config = config_lib.parse_args(argv)
         config_lib.check(config)
         trainer = Trainer(config)
-    except ConfigError as error:
+    except (ConfigError, RunBusyError) as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(CONFIG_EXIT_CODE)
     except CheckpointError as error:

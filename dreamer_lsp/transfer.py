@@ -143,6 +143,11 @@ def load_matching(agent, logdir):
                 f'{variable.shape.as_list()} here: the {shared} shared '
                 f'observation entries loaded, {max(target_size - shared, 0)} new ones fresh'
             )
+    if not in_full and not in_part:
+        raise ConfigError(
+            f'transfer source {logdir} shares no network with this agent (every one differs, e.g. '
+            f'{next(iter(not_loaded), "no module in common")}); it would start from scratch'
+        )
     return dict(
         source=str(source.path.resolve()),
         checkpoint=str(prefix.parent.name),

@@ -1,11 +1,15 @@
 """The run directory and the loop's record, with real files (no TensorFlow)."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from dreamer_lsp import config as config_lib
-from dreamer_lsp.rundir import CheckpointError, RunDir
+from dreamer_lsp.rundir import CheckpointError, RunBusyError, RunDir
 from dreamer_lsp.train import Every, LoopState
 
 
@@ -76,3 +80,23 @@ def test_a_run_is_finished_with_its_checkpoint_and_final_evaluation_past_steps(t
     with run.metrics.open('a') as file:
         file.write(json.dumps({'step': 1000, 'test/return': 3.0}) + '\n')
     assert run.is_finished(1000) and not run.is_finished(1200)
+
+
+def test_one_process_at_a_time_trains_a_run(tmp_path):
+    run = RunDir(tmp_path / 'run')
+    held = run.lock_for_training()
+    with pytest.raises(RunBusyError, match=f'another process \\(pid {os.getpid()}\\)'):
+        run.lock_for_training()
+    # The program itself: one line, exit code 2, before TensorFlow loads or anything is written.
+    result = subprocess.run(
+        [sys.executable, '-m', 'dreamer_lsp', '--configs', 'debug', '--logdir', str(run.path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert 'is being trained by another process' in result.stderr
+    assert not run.config.exists()
+    held.close()
+    run.lock_for_training().close()

@@ -158,6 +158,17 @@ def test_transfer_to_more_observation_entries_keeps_the_embedding(tmp_path):
     assert written['loaded_in_full']['actor'] > 0 and written['loaded_in_full']['predictor'] > 0
 
 
+def test_a_source_that_shares_no_network_is_refused(tmp_path):
+    space, actions, _ = quadruped_space_and_observation('quadruped_walk')
+    config = config_lib.build(['debug', 'dmc_proprio', 'dreamer'])
+    checkpoint = tmp_path / 'source' / 'checkpoint'
+    make_agent(config, space, actions).checkpoint().write(str(checkpoint / 'ckpt-0' / 'variables'))
+    (checkpoint / 'latest').write_text('ckpt-0')
+    wider = make_agent(config.update({'model.units': 24}), space, actions)
+    with pytest.raises(ConfigError, match='shares no network with this agent'):
+        load_matching(wider, tmp_path / 'source')
+
+
 def test_shared_entries_fill_each_block_by_hand():
     source = np.arange(2 * 4, dtype=np.float32).reshape(2, 4)  # 2 entries x (mean, log-std)
     target = -np.ones((2, 6), np.float32)  # 3 entries x (mean, log-std)

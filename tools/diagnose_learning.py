@@ -35,6 +35,7 @@ import numpy as np
 
 from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError
+from dreamer_lsp.rundir import RunBusyError
 
 
 def discounted_returns(reward, discount):
@@ -214,7 +215,7 @@ def main(argv=None):
         if config.skills.high_level != 'none':
             raise ConfigError('diagnose_learning probes Dreamer runs only (method dreamer)')
         trainer = train.Trainer(config)
-    except ConfigError as error:
+    except (ConfigError, RunBusyError) as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
     from dreamer_lsp.replay import load_episode
