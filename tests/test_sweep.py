@@ -508,3 +508,16 @@ def test_sigusr1_pauses_the_sweep_at_episode_ends_and_the_same_call_resumes(tmp_
     assert state['step'] < 800 and state['step'] == 200 * state['episodes']
     assert not runs[1].logdir.exists()
     assert set(sweep.run_local(runs, parallel=1).values()) == {sweep.DONE}
+
+
+def test_squeues_answer_about_a_job_by_hand():
+    # A job that is held, stopped or signalled may still run: never submit a second one.
+    for state in ('PENDING', 'RUNNING', 'STOPPED', 'REQUEUE_HOLD', 'SIGNALING', 'SUSPENDED'):
+        assert sweep.job_active(0, f'{state}\n', '') is True
+    for state in ('COMPLETED', 'CANCELLED', 'TIMEOUT', 'PREEMPTED', 'FAILED'):
+        assert sweep.job_active(0, f'{state}\n', '') is False
+    assert sweep.job_active(0, '', '') is False
+    error = 'slurm_load_jobs error: Invalid job id specified\n'
+    assert sweep.job_active(1, '', error) is False
+    unreachable = 'slurm_load_jobs error: Unable to contact slurm controller'
+    assert sweep.job_active(1, '', unreachable) is None

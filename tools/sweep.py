@@ -85,8 +85,20 @@ SMOKE_BLOCK = 'debug'
 SMOKE_ARGS = ('--steps', '400', '--prefill', '200')
 SUBMITIT_MISSING = 'the slurm backend needs submitit: pip install submitit==1.5.4'
 POLL_SECONDS = 0.2
-# squeue states of a job that has not ended yet.
-SLURM_ACTIVE = {'PENDING', 'CONFIGURING', 'RUNNING', 'COMPLETING', 'REQUEUED', 'SUSPENDED'}
+# squeue states of a job that has ended; any other state it shows (pending, running, stopped,
+# held, requeued, signalling, ...) means the job may still train in the run's logdir.
+SLURM_ENDED = {
+    'BOOT_FAIL',
+    'CANCELLED',
+    'COMPLETED',
+    'DEADLINE',
+    'FAILED',
+    'NODE_FAIL',
+    'OUT_OF_MEMORY',
+    'PREEMPTED',
+    'REVOKED',
+    'TIMEOUT',
+}
 
 FINISHED = 'skip (finished)'
 DONE = 'done'
@@ -567,9 +579,30 @@ def _queued_job_id(run):
         result = subprocess.run(
             ['squeue', '-h', '-j', job_id, '-o', '%T'], capture_output=True, text=True, timeout=60
         )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return job_id if result.stdout.strip() in SLURM_ACTIVE else None
+    except (OSError, subprocess.SubprocessError) as error:
+        raise SweepError(
+            f'{run.label}: cannot ask SLURM whether its job {job_id} still runs ({error}); '
+            'nothing submitted, try again'
+        ) from None
+    active = job_active(result.returncode, result.stdout, result.stderr)
+    if active is None:
+        reason = ' '.join(result.stderr.split())[:200]
+        raise SweepError(
+            f'{run.label}: squeue failed for its job {job_id} ({reason}); nothing submitted, '
+            'try again'
+        )
+    return job_id if active else None
+
+
+def job_active(returncode, stdout, stderr):
+    """Whether squeue's answer about one job says it has not ended; None if squeue failed.
+
+    A job gone from squeue (empty answer, or "Invalid job id" once SLURM forgot it) has ended.
+    """
+    if returncode != 0:
+        return False if 'invalid job id' in stderr.lower() else None
+    state = stdout.strip()
+    return bool(state) and state not in SLURM_ENDED
 
 
 def run_slurm(runs, folder, partition=None, time_min=1440, gpus=1, cpus=8, mem_gb=32, extra=None):
