@@ -40,6 +40,7 @@ from dreamer_lsp.replay import (
     save_episode,
     warn_skip,
 )
+from dreamer_lsp.rundir import RunDir
 
 REPORT_NAME = 'relabel.json'
 OBS_KEYS = {'features': 'features', 'pixels': 'image'}
@@ -95,7 +96,7 @@ def resolve_source(path, action_repeat=None, obs_type=None, camera=None) -> Sour
     path = pathlib.Path(path)
     if not path.is_dir():
         raise RelabelError(f'source {path} is not a directory')
-    config_path = path / 'config.yaml'
+    config_path = RunDir(path).config
     if not config_path.is_file():
         if action_repeat is None:
             raise RelabelError(
@@ -120,7 +121,7 @@ def resolve_source(path, action_repeat=None, obs_type=None, camera=None) -> Sour
                 f'{config[key]}); drop the flag or point --source at the episode directory'
             )
     return Source(
-        path / 'train_episodes',
+        RunDir(path).episodes,
         _positive(config['action_repeat']),
         config['obs_type'],
         config['camera'],

@@ -25,6 +25,7 @@ import numpy as np
 from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError
 from dreamer_lsp.envs import ProcessEnv
+from dreamer_lsp.rundir import RunDir
 from dreamer_lsp.train import env_kwargs
 from tools.skill_rollouts import load_agent
 
@@ -96,7 +97,7 @@ def main(argv=None):
     parser.add_argument('--json', type=pathlib.Path, help='also write the figures here')
     args = parser.parse_args(argv)
     try:
-        config = config_lib.load_saved(args.run / 'config.yaml')
+        config = config_lib.load_saved(RunDir(args.run).config)
         if config.skills.high_level != 'cem':
             raise ConfigError(f'{args.run} does not plan with CEM ({config.method})')
     except (ConfigError, OSError) as error:

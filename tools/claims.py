@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamer_lsp.rundir import atomic_write_text
+from dreamer_lsp.replay import episode_files
+from dreamer_lsp.rundir import RunDir, atomic_write_text
 from tools import scores
 
 FINAL_FRACTION = 0.2
@@ -38,12 +39,10 @@ def evaluations(run):
     """Steps and returns [E] of a finished run's evaluations, and its budget (`steps` of its
     config.yaml). ScoreError for a run without evaluations or one whose final evaluation, at
     the end of its budget, is not logged yet: an unfinished run is never scored early."""
-    steps, values = scores.metric_series(
-        scores.read_metrics(Path(run) / 'metrics.jsonl'), 'test/return'
-    )
+    steps, values = scores.metric_series(scores.read_metrics(RunDir(run).metrics), 'test/return')
     if not len(values):
         raise scores.ScoreError(f'{run} has no evaluation (test/return) yet')
-    budget = scores.read_config(Path(run) / 'config.yaml').get('steps')
+    budget = scores.read_config(RunDir(run).config).get('steps')
     if not isinstance(budget, (int, float)) or budget <= 0:
         raise scores.ScoreError(f'{run}/config.yaml has no positive `steps`')
     if steps[-1] < budget:
@@ -113,9 +112,9 @@ def upright_excursions(run, upright_cosine=UPRIGHT_COSINE):
     Reads `qpos` (slider, hinge) and `reward` of `<run>/train_episodes/*.npz`; an episode that is
     never upright scores 0.
     """
-    files = sorted(Path(run, 'train_episodes').glob('[!.]*.npz'))
+    files = episode_files(RunDir(run).episodes)
     if not files:
-        raise scores.ScoreError(f'no training episodes in {Path(run, "train_episodes")}')
+        raise scores.ScoreError(f'no training episodes in {RunDir(run).episodes}')
     farthest, rewarded = [], []
     for path in files:
         with np.load(path) as episode:

@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.collections import LineCollection
 
+from dreamer_lsp.replay import episode_files
+from dreamer_lsp.rundir import RunDir
 from tools import scores
 
 plt.switch_backend('Agg')
@@ -165,8 +167,8 @@ def draw_curves(
 
 def _episode_files(run):
     """The run's training episodes in file (index) order."""
-    directory = Path(run) / 'train_episodes'
-    files = sorted(path for path in directory.glob('*.npz') if not path.name.startswith('.'))
+    directory = RunDir(run).episodes
+    files = episode_files(directory)
     if not files:
         raise scores.ScoreError(f'no training episodes in {directory}')
     return files
@@ -179,7 +181,7 @@ def load_trajectory(run, steps):
     [m, 2] array of the positions where a new skill began (empty without skills); ``arena`` is
     the episodes' arena vector if it is the same in all of them, else None.
     """
-    config = scores.read_config(Path(run) / 'config.yaml')
+    config = scores.read_config(RunDir(run).config)
     repeat = config.get('action_repeat')
     if not isinstance(repeat, int) or repeat < 1:
         repeat = 2
@@ -246,7 +248,7 @@ def draw_trajectories(runs, steps):
         ax.plot(*paths[0][0], marker='o', color='red', markersize=6, ls='', label='Start', zorder=4)
         ax.autoscale_view()
         ax.set_aspect('equal', adjustable='datalim')
-        config = scores.read_config(Path(run) / 'config.yaml')
+        config = scores.read_config(RunDir(run).config)
         ax.set_title(method_label(str(config.get('method', Path(run).name))))
         ax.set_xlabel('x (m)')
         ax.set_ylabel('y (m)')

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from ruamel.yaml import YAML, YAMLError
 
+from dreamer_lsp.rundir import RunDir
+
 LAYOUT = '<root>/<task>/<method>/<seed>/metrics.jsonl'
 PUBLISHED_DEFAULT = (
     Path(__file__).resolve().parent.parent.parent
@@ -119,7 +121,7 @@ def find_runs(root, tasks=None, methods=None):
     for metrics in sorted(root.glob('*/*/*/metrics.jsonl')):
         path = metrics.parent
         task, method, seed = path.relative_to(root).parts
-        runs.append(Run(task, method, seed, path, read_config(path / 'config.yaml')))
+        runs.append(Run(task, method, seed, path, read_config(RunDir(path).config)))
     if not runs:
         raise ScoreError(f'no runs under {root}: expected the layout {LAYOUT}')
     selected = [
@@ -174,7 +176,7 @@ def score_runs(runs, metric, bin_size, offset=0.0, max_steps=None):
     """
     records, missing, seen = [], [], set()
     for run in runs:
-        metrics = read_metrics(run.path / 'metrics.jsonl')
+        metrics = read_metrics(RunDir(run.path).metrics)
         steps, values = metric_series(metrics, metric)
         xs, ys = bin_series(steps, values, bin_size, offset, max_steps)
         if not len(xs):

@@ -111,7 +111,7 @@ def skill_motion(run, skills=5, repeats=4, steps=60, seed=0, video_size=64):
     [T + 1, H, W, 3] per skill, for `composite`.
     """
     run = pathlib.Path(run)
-    config = config_lib.load_saved(run / 'config.yaml')
+    config = config_lib.load_saved(RunDir(run).config)
     if config.skills.high_level == 'none':
         raise ConfigError(f'{run} is a run without skills ({config.method})')
     # Actions sampled from the actor alone: its noise is the only one between repeats.

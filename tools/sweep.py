@@ -70,6 +70,7 @@ from pathlib import Path
 from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError, check_task
 from dreamer_lsp.durations import format_duration
+from dreamer_lsp.relabel import REPORT_NAME
 from dreamer_lsp.rundir import RunDir
 from dreamer_lsp.train import DIVERGED_EXIT_CODE, check_saved_config
 
@@ -324,7 +325,7 @@ def is_finished(run):
 def _finished(run, steps):
     """`is_finished` given the training run's resolved ``steps``."""
     if run.kind == 'relabel':
-        return (run.logdir / RELABEL_OUTPUT / 'relabel.json').is_file()
+        return (run.logdir / RELABEL_OUTPUT / REPORT_NAME).is_file()
     return RunDir(run.logdir).is_finished(steps)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 # Run by path, which puts scripts/experiments/ on sys.path but not the root that holds tools/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dreamer_lsp.rundir import atomic_write_text  # noqa: E402
+from dreamer_lsp.rundir import RunDir, atomic_write_text  # noqa: E402
 from tools import scores, sweep  # noqa: E402
 
 TASK = 'dmc_cartpole_balance'
@@ -104,7 +104,7 @@ def smoke_keep(run):
 
 def seed_result(logdir):
     """Best and final evaluation, pass, and the health metrics of one finished run."""
-    lines = scores.read_metrics(Path(logdir) / 'metrics.jsonl')
+    lines = scores.read_metrics(RunDir(logdir).metrics)
     steps, returns = scores.metric_series(lines, 'test/return')
     evaluations = [(int(step), float(value)) for step, value in zip(steps, returns)]
     training = [line for line in lines if 'train/imag_value' in line]

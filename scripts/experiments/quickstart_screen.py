@@ -21,7 +21,7 @@ from pathlib import Path
 # Run by path, which puts scripts/experiments/ on sys.path but not the root that holds tools/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dreamer_lsp.rundir import atomic_write_text  # noqa: E402
+from dreamer_lsp.rundir import RunDir, atomic_write_text  # noqa: E402
 from tools import scores, sweep  # noqa: E402
 
 CANDIDATES = ('dmc_walker_stand', 'dmc_walker_walk', 'dmc_cheetah_run', 'dmc_reacher_easy')
@@ -46,7 +46,7 @@ def smoke_keep(run):
 
 def seed_result(logdir):
     """One run's prefill return, evaluations, baseline and the evaluation steps it rises at."""
-    records = scores.read_metrics(Path(logdir) / 'metrics.jsonl')
+    records = scores.read_metrics(RunDir(logdir).metrics)
     eval_steps, eval_returns = scores.metric_series(records, 'test/return')
     episode_steps, episode_returns = scores.metric_series(records, 'train/return')
     # The first evaluation comes when the prefill ends; the episodes up to it are random.
