@@ -3,7 +3,7 @@ imagination with the task reward, one compiled update, and the acting policy."""
 
 import time
 
-from dreamer_lsp._tf import tf
+from dreamer_lsp._tf import GPUS, tf
 from dreamer_lsp.actor_critic import ActorCritic
 from dreamer_lsp.utils import Adam, Timings
 from dreamer_lsp.world_model import WorldModel, flatten_states
@@ -20,7 +20,7 @@ def compute_dtype(precision):
     """
     if precision not in (16, 32):
         raise ValueError(f'precision must be 16 or 32, got {precision}')
-    if precision == 16 and not tf.config.list_physical_devices('GPU'):
+    if precision == 16 and not GPUS:
         print('Notice: precision 16 needs a GPU; no GPU found, training in float32.')
         return tf.float32
     return tf.float16 if precision == 16 else tf.float32

@@ -86,7 +86,14 @@ class LSP(Dreamer):
             # in imagination (the paper's HRL baseline), not Nachum et al.'s subgoal HIRO. It
             # learns from the actor's loss, with the actor's optimizer (one gradient clip).
             self.high_policy = networks.GaussianMLP(
-                self.rng, feat, self.skill_dim, config.actor.layers, model.units, model.dense_act
+                self.rng,
+                feat,
+                self.skill_dim,
+                config.actor.layers,
+                model.units,
+                model.dense_act,
+                model.min_std,
+                model.max_std,
             )
             self.behavior.actor_opt.add(self.high_policy)
 

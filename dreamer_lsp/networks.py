@@ -195,10 +195,10 @@ class RSSM(tf.Module):
         mean, std, stoch = self._stats(self.obs_out(x))
         return dict(mean=mean, std=std, stoch=stoch, deter=prior['deter']), prior
 
-    def observe(self, embed, action, state=None):
-        """Filter a [B, T] sequence; returns posterior and prior dicts of [B, T, ...] tensors."""
-        if state is None:
-            state = self.initial(tf.shape(action)[0], embed.dtype)
+    def observe(self, embed, action):
+        """Filter a [B, T] sequence from the initial state; returns posterior and prior dicts of
+        [B, T, ...] tensors."""
+        state = self.initial(tf.shape(action)[0], embed.dtype)
         posts, priors = [], []
         # Unstacked once: the gradient of per-step slices would fill a zero [B, T, E] tensor
         # per step and add them all up.
@@ -210,7 +210,7 @@ class RSSM(tf.Module):
         return stack(posts), stack(priors)
 
     def imagine(self, action, state):
-        """Open-loop prior rollout of [B, T] actions from `state`."""
+        """Open-loop prior rollout of actions [B, T, A] from `state` [B]; dicts of [B, T, ...]."""
         priors = []
         for action_t in tf.unstack(action, axis=1):
             state = self.img_step(state, action_t)

@@ -71,11 +71,9 @@ def make_probe(agent):
         length = action.shape[0]
         starts = length - horizon
         state = {k: v[0, :starts] for k, v in post.items()}
-        open_loop = []
-        for k in range(1, horizon + 1):
-            state = world_model.rssm.img_step(state, tf.cast(action[k : starts + k], agent.dtype))
-            open_loop.append(world_model.reward(world_model.rssm.feat(state)).mode())
-        open_loop = tf.stack(open_loop, 1)  # [starts, H]: predicted reward[t + k]
+        actions = tf.stack([action[k : starts + k] for k in range(1, horizon + 1)], 1)
+        prior = world_model.rssm.imagine(tf.cast(actions, agent.dtype), state)  # [starts, H]
+        open_loop = world_model.reward(world_model.rssm.feat(prior)).mode()  # reward[t + k]
         start = flatten_states({k: v[:, : length // 2] for k, v in post.items()})
         sequence = world_model.imagine(agent.imagination_policy, start, horizon)
         imag_reward, _ = agent.task_reward(sequence)
