@@ -31,7 +31,9 @@ class Dreamer(tf.Module):
 
     The agent protocol the trainer uses: `train(batch)` -> metrics, `initial_state()`,
     `act(obs, state, explore)` -> (action, state, extras stored with the step),
-    `episode_extras` (the keys of those extras), `timings` and `checkpoint()`.
+    `episode_extras` (the keys of those extras), `timings`, `checkpoint()`, `world_model`
+    (`obs_key`, `batch_keys`: what a replay batch holds), `model_opt.loss_scaling` and
+    `trainable_variables` (checked for divergence).
     """
 
     episode_extras = ()
@@ -115,8 +117,9 @@ class Dreamer(tf.Module):
         return latent, tf.zeros((batch_size, self.action_size), self.dtype)
 
     @tf.function
-    def policy(self, obs, state, explore):
-        """One acting step: filter the observation, then sample (explore) or take the mode."""
+    def step(self, obs, state, explore):
+        """One compiled acting step: filter the observation, then sample (explore) or take the
+        mode. An agent with more acting state (LSP's skill) overrides it with its own."""
         latent, prev_action = state
         latent = self.world_model.observe_step(latent, prev_action, obs)
         dist = self.behavior.policy(self.world_model.feat(latent))
@@ -126,7 +129,7 @@ class Dreamer(tf.Module):
     def act(self, obs, state, explore):
         """Acting step for the environment loop: returns a NumPy action [A], state, extras."""
         begin = time.perf_counter()
-        action, state = self.policy(obs, state, explore)
+        action, state = self.step(obs, state, explore)
         action = action.numpy()[0]
         self.timings.add('acting/step_ms', 1000 * (time.perf_counter() - begin))
         return action, state, {}

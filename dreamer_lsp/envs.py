@@ -48,7 +48,7 @@ _CLOSE_TIMEOUT = 5.0
 _START_LOCK = threading.Lock()
 
 
-def _split_task(task, domains):
+def split_task(task, domains):
     """Splits '<domain>_<task>', preferring the longest known domain (some contain '_')."""
     for domain in sorted(domains, key=len, reverse=True):
         if task.startswith(domain + '_'):
@@ -75,7 +75,7 @@ class DMCEnv:
             raise ValueError(f'obs_type must be one of {", ".join(OBS_TYPES)}; got {obs_type!r}')
         from dm_control import suite
 
-        domain, name = _split_task(task, suite.TASKS_BY_DOMAIN)
+        domain, name = split_task(task, suite.TASKS_BY_DOMAIN)
         custom = custom_tasks.module(domain) if domain in custom_tasks.MODULES else None
         if custom and name in custom.TASKS:
             self._env = custom.load(name, seed=seed, **(task_params or {}))

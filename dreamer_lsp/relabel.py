@@ -32,7 +32,7 @@ import zipfile
 import numpy as np
 
 from dreamer_lsp import config as config_lib
-from dreamer_lsp.envs import TASKS, DMCEnv, rescale_action
+from dreamer_lsp.envs import TASKS, DMCEnv, rescale_action, split_task
 from dreamer_lsp.replay import (
     episode_files,
     load_episode,
@@ -70,9 +70,9 @@ def valid_tasks(domain: str | None = None) -> list[str]:
 
 def task_domain(task: str) -> str | None:
     """The robot domain of `dmc_<domain>_<task>` (e.g. 'quadruped'); None if unknown."""
-    name = task.removeprefix('dmc_')
-    domains = sorted(_suite().TASKS_BY_DOMAIN, key=len, reverse=True)
-    return next((domain for domain in domains if name.startswith(domain + '_')), None)
+    domains = _suite().TASKS_BY_DOMAIN
+    domain, _ = split_task(task.removeprefix('dmc_'), domains)
+    return domain if domain in domains else None
 
 
 @dataclasses.dataclass(frozen=True)
