@@ -216,6 +216,7 @@ class Trainer:
             eval_env=_rng_state_to_json(self.eval_env.random_state()),
             logger_recent=self.logger.recent,
             logger_pending=self.logger.pending(),
+            compute_dtype=self.agent.dtype.name,
         )
         self.run_dir.save_checkpoint(
             self._checkpoint_name(),
@@ -237,6 +238,15 @@ class Trainer:
                 self.replay.restore({'clock': 0, 'episodes': []})
             self.logger.truncate_after(-1)
             return False
+        # `precision: 16` computes in float16 only where a GPU is found: a run moved between a
+        # GPU and a CPU machine would change its arithmetic halfway (older checkpoints lack it).
+        saved_dtype = state.get('compute_dtype', self.agent.dtype.name)
+        if saved_dtype != self.agent.dtype.name:
+            raise ConfigError(
+                f'{self.run_dir} trained in {saved_dtype} and would continue in '
+                f'{self.agent.dtype.name} on this machine (precision 16 is float16 only on a '
+                'GPU); resume it where it can compute as before'
+            )
         self.loop.restore(state)
         self.replay.restore(state['replay'])
         self.train_env.set_random_state(_rng_state_from_json(state['train_env']))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,6 +160,22 @@ def test_changed_config_is_refused(finished_run):
     )
     assert result.returncode == 2
     assert 'seed: 0 -> 5' in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_does_not_resume_in_other_arithmetic(finished_run, tmp_path):
+    # As a `precision: 16` run moved from a GPU machine to a CPU one would (float16 -> float32).
+    logdir, _ = finished_run
+    moved = tmp_path / 'moved'
+    shutil.copytree(logdir, moved)
+    state_path = moved / 'checkpoint' / (moved / 'checkpoint' / 'latest').read_text().strip()
+    state = json.loads((state_path / 'state.json').read_text())
+    assert state['compute_dtype'] == 'float32'
+    state['compute_dtype'] = 'float16'
+    (state_path / 'state.json').write_text(json.dumps(state))
+    result = subprocess.run(command(moved), capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert 'trained in float16 and would continue in float32' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_longer_run_length_continues(finished_run):
