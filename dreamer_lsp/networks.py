@@ -132,7 +132,7 @@ class GRUCell(tf.Module):
         super().__init__()
         self.kernel = tf.Variable(glorot_uniform(rng, (in_size, 3 * units), in_size, 3 * units))
         self.recurrent_kernel = tf.Variable(orthogonal(rng, (units, 3 * units)))
-        self.bias = tf.Variable(tf.zeros((2, 3 * units)))
+        self.bias = tf.Variable(tf.zeros((2, 3 * units)))  # input, recurrent bias (reset_after)
         self.units = units
 
     def __call__(self, x, state):
@@ -176,7 +176,7 @@ class RSSM(tf.Module):
         )
 
     def _stats(self, x):
-        mean, std = tf.split(x, 2, -1)
+        mean, std = tf.split(x, 2, -1)  # [..., 2 stoch] -> [..., stoch] each
         std = tf.nn.softplus(std) + 0.1
         stoch = mean + std * self._rng.normal(tf.shape(mean), dtype=mean.dtype)
         return mean, std, stoch
@@ -363,11 +363,10 @@ class TanhNormal:
 
     def mode(self):
         """The most likely of 100 samples, per batch element."""
-        x = self._pre_tanh_sample(self.SAMPLES)  # [S, ..., A]
+        x = self._pre_tanh_sample(self.SAMPLES)  # [100, ..., A]
         best = tf.argmax(self._log_prob_pre_tanh(x), 0)  # [...]
-        return tf.tanh(
-            tf.gather(tf.experimental.numpy.moveaxis(x, 0, -2), best, batch_dims=best.shape.rank)
-        )
+        samples_last = tf.experimental.numpy.moveaxis(x, 0, -2)  # [..., 100, A]
+        return tf.tanh(tf.gather(samples_last, best, batch_dims=best.shape.rank))
 
     def entropy(self):
         """A 100-sample Monte Carlo estimate of the entropy."""

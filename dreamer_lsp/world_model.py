@@ -63,10 +63,10 @@ class WorldModel(tf.Module):
     def loss(self, data):
         """The model loss of a [B, T] batch; returns loss, posterior states and metrics."""
         inputs = self.preprocess(data)
-        embed = self.encoder(inputs)
+        embed = self.encoder(inputs)  # [B, T, E]
         action = tf.cast(data['action'], self.dtype)
         post, prior = self.rssm.observe(embed, action)
-        feat = self.rssm.feat(post)
+        feat = self.rssm.feat(post)  # [B, T, F]
         # The decoder's target is its input, in float32 (a no-op unless mixed precision).
         obs_like = tf.reduce_mean(self.decoder(feat).log_prob(tf.cast(inputs, tf.float32)))
         reward_like = tf.reduce_mean(
