@@ -422,6 +422,9 @@ class Trainer:
         """Prefill, then alternate evaluation and training episodes until `steps`."""
         config, loop = self.config, self.loop
         try:
+            if self.run_dir.is_finished(config.steps):
+                print(f'Already finished {loop.step} steps; logdir {self.run_dir}', flush=True)
+                return
             while loop.prefill_end is None:
                 mode = 'random' if config.prefill_policy == 'random' else 'train'
                 episode = self.run_episode(self.train_env, mode, self._count_prefill_step)
