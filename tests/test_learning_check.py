@@ -223,8 +223,14 @@ def test_the_quickstart_screen_finds_the_budgets_at_which_every_seed_rises(tmp_p
         lines.insert(3, {'step': 6000, 'train/return': 9999.0})  # a trained episode
         run.logdir.mkdir(parents=True)
         (run.logdir / 'metrics.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
-    assert screen.report(runs, tmp_path) == 0
+    # The protocol's stages: seed 0 alone, then seeds 1 and 2 with seed 0's result kept.
+    assert screen.report(runs[:1], tmp_path) == 0
     summary = json.loads((tmp_path / 'summary.json').read_text())['dmc_walker_stand']
+    assert summary['every_seed_rises_at'] is None and list(summary['seeds']) == ['0']
+    assert 'seeds 1, 2 not run yet' in capsys.readouterr().out
+    assert screen.report(runs[1:], tmp_path) == 0
+    summary = json.loads((tmp_path / 'summary.json').read_text())['dmc_walker_stand']
+    assert list(summary['seeds']) == ['0', '1', '2']
     assert summary['every_seed_rises_at'] == [11000]
     seeds = summary['seeds']
     assert seeds['0']['prefill_return'] == 250.0 and seeds['0']['needed'] == 350.0

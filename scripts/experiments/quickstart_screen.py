@@ -5,7 +5,8 @@ Dreamer with the `quickstart` block (features, batch 8, 15,000 steps, an evaluat
 that evaluation beats the first return a user sees, the larger of the random prefill's mean
 episode return and the first evaluation (the untrained actor), by at least
 max(100, 0.3 x that baseline). The report lists, per task, every seed's numbers and the budgets
-at which every seed rises, and writes ``<root>/summary.json``.
+at which every seed rises, and writes ``<root>/summary.json``, which keeps the seeds of
+earlier stages.
 
     python scripts/experiments/quickstart_screen.py --seeds 0 --parallel 2     # stage 1
     python scripts/experiments/quickstart_screen.py --tasks dmc_walker_stand --seeds 1 2 \\
@@ -67,13 +68,29 @@ def seed_result(logdir):
 
 
 def report(runs, root):
-    """Print each task's seeds and the budgets at which all of them rise; write summary.json."""
-    summary = {}
+    """Print each task's seeds and the budgets at which all of them rise; write summary.json.
+
+    summary.json accumulates seeds over the protocol's stages (seed 0 first, then seeds 1 and 2
+    of the tasks that rose): a task's `every_seed_rises_at` is decided only once all three
+    seeds are recorded, and is null before.
+    """
+    path = Path(root) / 'summary.json'
+    summary = json.loads(path.read_text()) if path.is_file() else {}
     for task in dict.fromkeys(run.task for run in runs):
-        seeds = {run.seed: seed_result(run.logdir) for run in runs if run.task == task}
-        budgets = sorted(set.intersection(*(set(seed['rises_at']) for seed in seeds.values())))
+        seeds = {
+            int(seed): result for seed, result in summary.get(task, {}).get('seeds', {}).items()
+        }
+        seeds.update({run.seed: seed_result(run.logdir) for run in runs if run.task == task})
+        seeds = dict(sorted(seeds.items()))
+        missing = [seed for seed in SEEDS if seed not in seeds]
+        budgets = None
+        if not missing:
+            budgets = sorted(set.intersection(*(set(seed['rises_at']) for seed in seeds.values())))
         summary[task] = dict(seeds=seeds, every_seed_rises_at=budgets)
-        print(f'{task}: every seed rises at {budgets or "no evaluation"}')
+        if missing:
+            print(f'{task}: seeds {", ".join(map(str, missing))} not run yet')
+        else:
+            print(f'{task}: every seed rises at {budgets or "no evaluation"}')
         print('  seed  prefill  first  needed  evaluations')
         for seed, result in seeds.items():
             values = ' '.join(
@@ -85,8 +102,8 @@ def report(runs, root):
                 f'{result["first_evaluation"]:6.0f} '
                 f'{result["needed"]:7.0f}  {values}'
             )
-    atomic_write_text(Path(root) / 'summary.json', json.dumps(summary, indent=2))
-    print(f'summary in {root}/summary.json')
+    atomic_write_text(path, json.dumps(summary, indent=2))
+    print(f'summary in {path}')
     return 0
 
 
