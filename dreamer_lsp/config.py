@@ -330,6 +330,12 @@ def check(config):
         pathlib.Path(config.transfer.replay).expanduser()
     ):
         raise ConfigError(f'transfer.replay {config.transfer.replay!r} holds no episodes (*.npz)')
+    if config.skills.freeze_actor and not source:
+        # Fig. 5's fixed-policy variant freezes a *transferred* low-level actor.
+        raise ConfigError(
+            'skills.freeze_actor (lsp_fixed_policy) needs --transfer.checkpoint, the logdir of '
+            'a source run: an actor that was never trained would stay frozen at random weights'
+        )
     if config.horizon < 2:
         raise ConfigError(
             f'horizon must be at least 2 (λ-returns need a bootstrap), got {config.horizon}'

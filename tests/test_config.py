@@ -141,6 +141,7 @@ def _check_only(*args):
         (['--transfer.checkpoint', '{empty}'], 'holds no checkpoint'),
         (['--transfer.checkpoint', '{missing}'], 'is not a directory'),
         (['--transfer.replay', '{empty}'], 'holds no episodes'),
+        (['--skills.freeze_actor', 'true'], 'needs --transfer.checkpoint'),
     ],
 )
 def test_bad_input_is_refused_before_tensorflow_and_before_writing(tmp_path, flags, fragment):
