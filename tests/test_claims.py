@@ -44,7 +44,8 @@ def test_final_and_whole_returns_by_hand(root):
 
 
 def test_verdicts_by_hand(root):
-    result = claims.compare(root, TASK, ['lsp', 'dreamer', 'random_skills'], random_return=300)
+    methods = ['lsp', 'dreamer', 'random_skills']
+    result = claims.compare(root, TASK, methods, random_return=300, seeds=['0', '1'])
     lsp, dreamer, random_skills = (result['groups'][m] for m in ('lsp', 'dreamer', 'random_skills'))
     assert lsp['per_seed'] == {'0': 800.0, '1': 600.0}
     assert (lsp['mean'], lsp['std'], lsp['seeds']) == (700.0, 100.0, 2)
@@ -70,13 +71,30 @@ def test_an_unfinished_run_is_refused_not_scored_early(tmp_path):
 
 def test_compare_command_writes_the_summary_and_refuses_missing_methods(root, capsys):
     out = root / 'summary.json'
-    args = ['compare', '--root', str(root), '--task', TASK, '--methods', 'lsp', 'dreamer']
-    assert claims.main(args + ['--out', str(out)]) == 0
+    args = ['compare', '--root', str(root), '--task', TASK, '--seeds', '0', '1', '--methods']
+    assert claims.main(args + ['lsp', 'dreamer', '--out', str(out)]) == 0
     assert json.loads(out.read_text())['groups']['lsp']['mean'] == 700.0
     assert '| lsp | 0: 800.0, 1: 600.0 | 700.0 ± 100.0 |' in capsys.readouterr().out
-    assert claims.main(args[:-1] + ['no_mi']) == 2
-    error = capsys.readouterr().err
-    assert error.startswith('claims: error: no runs of no_mi') and error.count('\n') == 1
+    assert claims.main(args + ['lsp', 'no_mi']) == 2
+    assert capsys.readouterr().err == (
+        f'claims: error: missing runs under {root / TASK}: no_mi seeds 0, 1\n'
+    )
+
+
+def test_every_listed_seed_needs_a_run_and_only_those_are_scored(root, capsys):
+    (root / TASK / 'lsp' / '2').mkdir()  # started, nothing logged yet: missing too
+    write_run(root / TASK / 'dreamer' / '2', {8000: 600, 10000: 600})
+    write_run(root / TASK / 'dreamer' / '3', {8000: 0, 10000: 0})
+    # The default seeds are 0, 1 and 2.
+    args = ['compare', '--root', str(root), '--task', TASK, '--methods']
+    assert claims.main(args + ['lsp', 'dreamer', 'random_skills']) == 2
+    assert capsys.readouterr().err == (
+        f'claims: error: missing runs under {root / TASK}: lsp seed 2; random_skills seed 2\n'
+    )
+    # Seed 3 is not listed: its return of 0 does not enter the mean.
+    dreamer = claims.compare(root, TASK, ['dreamer'])['groups']['dreamer']
+    assert dreamer['per_seed'] == {'0': 610.0, '1': 590.0, '2': 600.0}
+    assert (dreamer['mean'], dreamer['seeds']) == (600.0, 3)
 
 
 def test_upright_excursions_by_hand(tmp_path):
@@ -91,3 +109,156 @@ def test_upright_excursions_by_hand(tmp_path):
     farthest, rewarded = claims.upright_excursions(tmp_path / 'run')
     assert farthest == [1.7, 0.0]
     assert rewarded == [True, False]
+
+
+def write_motion_report(root, arm, seed, ratio):
+    """A report with the keys tools.skill_rollouts --json writes (per-coordinate ones left out)."""
+    report = dict(
+        run=f'runs/learning_check/batch8/{TASK}/{arm}/{seed}',
+        steps=60,
+        repeats=4,
+        skills=[[0.0] * 3] * 5,
+        between_skills=0.1 * ratio,
+        within_skill=0.1,
+        ratio=ratio,
+    )
+    (root / f'motion_{arm}_{seed}.json').write_text(json.dumps(report))
+
+
+@pytest.mark.parametrize(
+    'lsp, no_noise, means, stds, skills_differ, collapse',
+    [
+        # Every lsp ratio exceeds 1.5, but 2.0 - 1.7 = 0.3 is not more than the larger std,
+        # sqrt(0.32 / 3) = 0.327.
+        ([1.6, 2.0, 2.4], [1.6, 1.8, 1.7], (2.0, 1.7), (0.3266, 0.0816), True, False),
+        # No noise on seeds 0 and 1 only. Seed 0 of lsp is 1.5, not above it; 2.5 - 1.1 = 1.4
+        # is more than sqrt(1.5 / 3) = 0.707.
+        ([1.5, 3.0, 3.0], [1.0, 1.2], (2.5, 1.1), (0.7071, 0.1), False, True),
+    ],
+)
+def test_motion_verdicts_by_hand(
+    tmp_path, capsys, lsp, no_noise, means, stds, skills_differ, collapse
+):
+    for arm, ratios in (('lsp', lsp), ('lsp_no_noise', no_noise)):
+        for seed, ratio in enumerate(ratios):
+            write_motion_report(tmp_path, arm, seed, ratio)
+    out = tmp_path / 'summary.json'
+    no_noise_seeds = [str(seed) for seed in range(len(no_noise))]
+    args = ['motion', '--root', str(tmp_path), '--no-noise-seeds', *no_noise_seeds]
+    assert claims.main(args + ['--out', str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result['ratio_threshold'] == 1.5
+    assert result['groups']['lsp']['per_seed'] == {'0': lsp[0], '1': lsp[1], '2': lsp[2]}
+    groups = [result['groups'][arm] for arm in ('lsp', 'lsp_no_noise')]
+    assert [group['mean'] for group in groups] == pytest.approx(means)
+    assert [group['std'] for group in groups] == pytest.approx(stds, abs=1e-4)
+    assert [group['seeds'] for group in groups] == [3, len(no_noise)]
+    assert result['c3a_skills_differ'] is skills_differ
+    assert result['c3b_collapse_without_noise'] is collapse
+    printed = capsys.readouterr().out
+    assert (
+        f'C3a, the ratio exceeds 1.5 on every lsp seed: {"passed" if skills_differ else "failed"}'
+        in printed
+    )
+    assert f'by more than the larger std: {"passed" if collapse else "failed"}' in printed
+
+
+def test_motion_refuses_missing_or_unreadable_reports(tmp_path, capsys):
+    for seed in range(3):
+        write_motion_report(tmp_path, 'lsp', seed, 2.0)
+    write_motion_report(tmp_path, 'lsp_no_noise', 0, 1.0)
+    assert claims.main(['motion', '--root', str(tmp_path)]) == 2
+    missing = ', '.join(str(tmp_path / f'motion_lsp_no_noise_{seed}.json') for seed in (1, 2))
+    assert capsys.readouterr().err == f'claims: error: missing motion reports: {missing}\n'
+    for seed in (1, 2):
+        (tmp_path / f'motion_lsp_no_noise_{seed}.json').write_text('{}')
+    assert claims.main(['motion', '--root', str(tmp_path)]) == 2
+    unreadable = tmp_path / 'motion_lsp_no_noise_1.json'
+    assert capsys.readouterr().err == (
+        f"claims: error: cannot read the motion ratio of {unreadable}: KeyError('ratio')\n"
+    )
+
+
+SPARSE = 'dmc_cartpole_reach_sparse'
+
+
+def write_exploring_run(path, episodes):
+    """A finished run whose stored episodes go upright as far as `episodes`' (|x|, rewarded)."""
+    write_run(path, {BUDGET: 0.0})
+    (path / 'train_episodes').mkdir()
+    for index, (farthest, rewarded) in enumerate(episodes):
+        # Upright at the centre and at -farthest, then fallen farther out: that step never counts.
+        qpos = np.array([[0.0, 0.0], [-farthest, 0.05], [farthest + 0.3, math.pi]])
+        reward = np.array([0.0, float(rewarded), 0.0])
+        np.savez(path / 'train_episodes' / f'{index:06d}-2.npz', qpos=qpos, reward=reward)
+
+
+# Per method, per seed: the episodes' (farthest upright |x|, rewarded).
+EXPLORES_AND_REACHES = {
+    # 1.0 and 1.2 (1.1 ± 0.1), the goal on both seeds.
+    'lsp_fixed_policy': [[(1.4, True), (0.6, False)], [(1.5, True), (0.9, False)]],
+    # 0.2 and 0.4 (0.3 ± 0.1), the goal on none.
+    'dreamer': [[(0.1, False), (0.3, False)], [(0.4, False), (0.4, False)]],
+}
+# As above, but LSP reaches the goal on seed 0 only (0.8 and 0.2: 0.5 ± 0.3), and 0.5 - 0.3
+# is not more than 0.3.
+REACHES_ONLY = dict(
+    EXPLORES_AND_REACHES,
+    lsp_fixed_policy=[[(1.4, True), (0.2, False)], [(0.2, False), (0.2, False)]],
+)
+# As the first, but LSP misses the goal on seed 1 (1.2) and Dreamer reaches it on seed 0
+# ((1.3 + 0.1 + 0.1 + 0.1) / 4 = 0.4, and 0.4: 0.4 ± 0): one seed each; 1.1 - 0.4 > 0.1.
+EXPLORES_ONLY = dict(
+    lsp_fixed_policy=[[(1.4, True), (0.6, False)], [(1.2, False), (1.2, False)]],
+    dreamer=[[(1.3, True), (0.1, False), (0.1, False), (0.1, False)], [(0.4, False)] * 2],
+)
+
+
+@pytest.mark.parametrize(
+    'runs, reached, more_seeds, farther, means, stds',
+    [
+        (EXPLORES_AND_REACHES, (2, 0), True, True, (1.1, 0.3), (0.1, 0.1)),
+        (REACHES_ONLY, (1, 0), True, False, (0.5, 0.3), (0.3, 0.1)),
+        (EXPLORES_ONLY, (1, 1), False, True, (1.1, 0.4), (0.1, 0.0)),
+    ],
+)
+def test_exploration_verdict_by_hand(
+    tmp_path, capsys, runs, reached, more_seeds, farther, means, stds
+):
+    for method, seeds in runs.items():
+        for seed, episodes in enumerate(seeds):
+            write_exploring_run(tmp_path / SPARSE / method / str(seed), episodes)
+    write_exploring_run(tmp_path / SPARSE / 'dreamer' / '2', [(1.8, True)])  # not listed
+    out = tmp_path / 'summary.json'
+    assert claims.main(['explore-compare', '--root', str(tmp_path), '--out', str(out)]) == 0
+    result = json.loads(out.read_text())
+    groups = [result['groups'][method] for method in ('lsp_fixed_policy', 'dreamer')]
+    assert tuple(group['seeds_reaching_goal'] for group in groups) == reached
+    assert [group['mean'] for group in groups] == pytest.approx(means)
+    assert [group['std'] for group in groups] == pytest.approx(stds, abs=1e-12)
+    assert groups[1]['seeds'] == 2
+    assert result['more_seeds_reach_goal'] is more_seeds
+    assert result['explores_farther'] is farther
+    assert result['passed'] is (more_seeds and farther)
+    assert f'C5: {"passed" if more_seeds and farther else "failed"}' in capsys.readouterr().out
+
+
+def test_exploration_refuses_missing_and_unfinished_runs(tmp_path, capsys):
+    for seed in ('0', '1'):
+        write_exploring_run(tmp_path / SPARSE / 'lsp_fixed_policy' / seed, [(1.4, True)])
+    write_exploring_run(tmp_path / SPARSE / 'dreamer' / '0', [(0.2, False)])
+    args = ['explore-compare', '--root', str(tmp_path)]
+    assert claims.main(args) == 2
+    assert capsys.readouterr().err == (
+        f'claims: error: missing runs under {tmp_path / SPARSE}: dreamer seed 1\n'
+    )
+    unfinished = tmp_path / SPARSE / 'dreamer' / '1'
+    write_exploring_run(unfinished, [(0.2, False)])
+    (unfinished / 'metrics.jsonl').write_text(json.dumps({'step': 8000, 'test/return': 0.0}))
+    assert claims.main(args) == 2
+    assert 'is unfinished: its last evaluation is at step 8000' in capsys.readouterr().err
+    # One run on its own is still read as it goes, finished or not.
+    assert claims.main(['explore', '--run', str(unfinished)]) == 0
+    assert capsys.readouterr().out == (
+        '1 episodes: farthest upright |x| mean 0.20, max 0.20; rewarded episodes 0\n'
+    )

@@ -1,21 +1,38 @@
 """The evidence suite's metrics and verdict rules (results/PLAN.md), fixed before any result.
 
     python -m tools.claims compare --root runs/learning_check/batch8 \\
-        --task dmc_cartpole_balance --methods lsp dreamer random_skills --random 300 \\
-        --out results/c1/summary.json
-    python -m tools.claims explore --run runs/c5/dmc_cartpole_reach_sparse/dreamer/0
+        --task dmc_cartpole_balance --methods lsp dreamer random_skills randskills_inp \\
+        --random 300 --out results/c1/summary.json
+    python -m tools.claims motion --root results/c3 --out results/c3/summary.json
+    python -m tools.claims explore-compare --root runs/learning_check/batch8 \\
+        --out results/c5/summary.json
+    python -m tools.claims explore \\
+        --run runs/learning_check/batch8/dmc_cartpole_reach_sparse/dreamer/0
 
-`compare` reads every seed of each method under `<root>/<task>/<method>/<seed>/` and prints
-each seed's number, mean ± std over seeds (ddof 0, as every table of this project) and, for every
-ordered pair of methods, whether the first *beats* the second (mean difference larger than the
-larger of the two stds) and whether it is *at least as good* (mean no lower than the other's
-minus that std). A method *learned* when it beats the random policy's return (`--random`, taken
-with std 0). `--metric final` (default) is the mean evaluation return over the last 20% of the
-run's steps; `--metric whole` the mean over all its evaluations (speed of adaptation, C4).
+Runs are laid out `<root>/<task>/<method>/<seed>/`. Every command but `explore` scores exactly
+the seeds it is given (`--seeds`): while any of them lacks its finished run (or its motion
+report), it names what is missing and gives no verdict.
 
-`explore` reads a cartpole run's stored training episodes and prints, per episode, the farthest
-cart position reached with the pole upright (cos θ ≥ 0.995) and whether the episode earned any
-reward (C5).
+`compare` prints each seed's number, mean ± std over seeds (ddof 0, as every table of this
+project) and, for every ordered pair of methods, whether the first *beats* the second (mean
+difference larger than the larger of the two stds) and whether it is *at least as good* (mean no
+lower than the other's minus that std). A method *learned* when it beats the random policy's
+return (`--random`, taken with std 0). `--metric final` (default) is the mean evaluation return
+over the last 20% of the run's steps; `--metric whole` the mean over all its evaluations (speed
+of adaptation, C4). Seeds 0, 1 and 2 by default.
+
+`motion` (C3) reads the motion reports `<root>/motion_<arm>_<seed>.json` written by
+`python -m tools.skill_rollouts --json` for the arms `lsp` (`--seeds`) and `lsp_no_noise`
+(`--no-noise-seeds`), both 0, 1 and 2 by default. C3a passes when the motion ratio exceeds 1.5
+on every `lsp` seed, C3b when `lsp`'s ratio beats `lsp_no_noise`'s.
+
+`explore` reads a cartpole run's stored training episodes and prints the farthest cart position
+reached with the pole upright (cos θ ≥ 0.995), over its episodes, and how many episodes earned
+any reward. `explore-compare` (C5) does so for seeds 0 and 1 of `lsp_fixed_policy` and `dreamer`
+on `dmc_cartpole_reach_sparse` (by default): a run's exploration is that farthest position
+averaged over its episodes, and it reaches the goal when any episode earned a reward. C5 passes
+when the first method reaches the goal on more seeds than the second and its exploration beats
+the second's.
 """
 
 import argparse
@@ -33,6 +50,12 @@ from tools import scores
 FINAL_FRACTION = 0.2
 UPRIGHT_COSINE = 0.995
 METRICS = ('final', 'whole')
+SEEDS = ('0', '1', '2')
+MOTION_RATIO_THRESHOLD = 1.5
+MOTION_ARMS = ('lsp', 'lsp_no_noise')
+SPARSE_TASK = 'dmc_cartpole_reach_sparse'
+EXPLORATION_METHODS = ('lsp_fixed_policy', 'dreamer')
+EXPLORATION_SEEDS = ('0', '1')
 
 
 def evaluations(run):
@@ -80,16 +103,33 @@ def at_least_as_good(a, b):
     return a['mean'] >= b['mean'] - max(a['std'], b['std'])
 
 
-def compare(root, task, methods, metric='final', random_return=None):
-    """Per-seed values, summaries and pairwise verdicts of `methods` on `task` under `root`."""
+def seed_list(seeds):
+    """`seed 2` or `seeds 0, 1`, for messages."""
+    return f'seed{"s" if len(seeds) > 1 else ""} {", ".join(seeds)}'
+
+
+def seed_runs(root, task, methods, seeds):
+    """The run directories `{method: {seed: path}}` of every method and seed on `task` under
+    `root`; one ScoreError naming every method and seed that has no run (no metrics.jsonl)."""
+    base = Path(root, task)
+    runs = {method: {str(seed): base / method / str(seed) for seed in seeds} for method in methods}
+    missing = []
+    for method, by_seed in runs.items():
+        absent = [seed for seed, run in by_seed.items() if not RunDir(run).metrics.is_file()]
+        if absent:
+            missing.append(f'{method} {seed_list(absent)}')
+    if missing:
+        raise scores.ScoreError(f'missing runs under {base}: {"; ".join(missing)}')
+    return runs
+
+
+def compare(root, task, methods, metric='final', random_return=None, seeds=SEEDS):
+    """Per-seed values, summaries and pairwise verdicts of `methods` on `task` under `root`,
+    over exactly `seeds`: every method needs a finished run of each."""
     score = final_return if metric == 'final' else whole_return
-    for method in methods:
-        if not list(Path(root, task, method).glob('*/metrics.jsonl')):
-            raise scores.ScoreError(f'no runs of {method} under {Path(root, task)}')
-    runs = scores.find_runs(root, tasks=[task], methods=methods)
     groups = {}
-    for method in methods:
-        per_seed = {run.seed: score(run.path) for run in runs if run.method == method}
+    for method, by_seed in seed_runs(root, task, methods, seeds).items():
+        per_seed = {seed: score(run) for seed, run in by_seed.items()}
         groups[method] = dict(per_seed=per_seed, **summary(list(per_seed.values())))
     pairs = {
         f'{a} vs {b}': dict(
@@ -104,6 +144,45 @@ def compare(root, task, methods, metric='final', random_return=None):
         result['random_return'] = float(random_return)
         result['learned'] = {method: beats(groups[method], chance) for method in methods}
     return result
+
+
+def motion_report_path(root, arm, seed):
+    """Where the C3 protocol's command writes the motion report of `arm`'s seed `seed`."""
+    return Path(root, f'motion_{arm}_{seed}.json')
+
+
+def motion_ratio(path):
+    """The motion ratio (`ratio`) of a report written by `tools.skill_rollouts --json`."""
+    try:
+        return float(json.loads(Path(path).read_text())['ratio'])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise scores.ScoreError(f'cannot read the motion ratio of {path}: {error!r}') from None
+
+
+def compare_motion(root, seeds=SEEDS, no_noise_seeds=SEEDS):
+    """C3's verdicts from the motion reports under `root` of `lsp` (`seeds`) and `lsp_no_noise`
+    (`no_noise_seeds`): C3a, every `lsp` ratio above MOTION_RATIO_THRESHOLD; C3b, `lsp`'s ratio
+    beats `lsp_no_noise`'s."""
+    reports = {
+        arm: {str(seed): motion_report_path(root, arm, seed) for seed in arm_seeds}
+        for arm, arm_seeds in zip(MOTION_ARMS, (seeds, no_noise_seeds))
+    }
+    missing = [
+        str(path) for by_seed in reports.values() for path in by_seed.values() if not path.is_file()
+    ]
+    if missing:
+        raise scores.ScoreError(f'missing motion reports: {", ".join(missing)}')
+    groups = {}
+    for arm, by_seed in reports.items():
+        per_seed = {seed: motion_ratio(path) for seed, path in by_seed.items()}
+        groups[arm] = dict(per_seed=per_seed, **summary(list(per_seed.values())))
+    lsp, no_noise = (groups[arm] for arm in MOTION_ARMS)
+    return dict(
+        ratio_threshold=MOTION_RATIO_THRESHOLD,
+        groups=groups,
+        c3a_skills_differ=all(ratio > MOTION_RATIO_THRESHOLD for ratio in lsp['per_seed'].values()),
+        c3b_collapse_without_noise=beats(lsp, no_noise),
+    )
 
 
 def upright_excursions(run, upright_cosine=UPRIGHT_COSINE):
@@ -125,13 +204,58 @@ def upright_excursions(run, upright_cosine=UPRIGHT_COSINE):
     return farthest, rewarded
 
 
+def compare_exploration(
+    root, task=SPARSE_TASK, methods=EXPLORATION_METHODS, seeds=EXPLORATION_SEEDS
+):
+    """C5's verdict on the finished runs of `methods`, an explorer and its baseline, on `task`
+    under `root`, over exactly `seeds`: the explorer passes when it reaches the goal on more
+    seeds than the baseline and its exploration beats the baseline's."""
+    groups = {}
+    for method, by_seed in seed_runs(root, task, methods, seeds).items():
+        per_seed, reached_goal = {}, {}
+        for seed, run in by_seed.items():
+            evaluations(run)  # refuses an unfinished run, whose episodes are not all stored
+            farthest, rewarded = upright_excursions(run)
+            per_seed[seed], reached_goal[seed] = float(np.mean(farthest)), any(rewarded)
+        groups[method] = dict(
+            per_seed=per_seed,
+            reached_goal=reached_goal,
+            seeds_reaching_goal=sum(reached_goal.values()),
+            **summary(list(per_seed.values())),
+        )
+    explorer, baseline = (groups[method] for method in methods)
+    more_seeds_reach_goal = explorer['seeds_reaching_goal'] > baseline['seeds_reaching_goal']
+    explores_farther = beats(explorer, baseline)
+    return dict(
+        task=task,
+        groups=groups,
+        more_seeds_reach_goal=more_seeds_reach_goal,
+        explores_farther=explores_farther,
+        passed=more_seeds_reach_goal and explores_farther,
+    )
+
+
+def outcome(passed):
+    """A verdict as a word."""
+    return 'passed' if passed else 'failed'
+
+
+def format_groups(groups, digits):
+    """A markdown table: per group, its per-seed values and their mean ± std."""
+    lines = ['| method | per seed | mean ± std |', '|---|---|---|']
+    for name, group in groups.items():
+        per_seed = ', '.join(
+            f'{seed}: {value:.{digits}f}' for seed, value in group['per_seed'].items()
+        )
+        spread = f'{group["mean"]:.{digits}f} ± {group["std"]:.{digits}f}'
+        lines.append(f'| {name} | {per_seed} | {spread} |')
+    return lines
+
+
 def format_compare(result):
     """The comparison as markdown: one row per method, then the verdicts."""
     lines = [f'{result["task"]}, {result["metric"]} return', '']
-    lines += ['| method | per seed | mean ± std |', '|---|---|---|']
-    for method, group in result['groups'].items():
-        seeds = ', '.join(f'{seed}: {value:.1f}' for seed, value in group['per_seed'].items())
-        lines.append(f'| {method} | {seeds} | {group["mean"]:.1f} ± {group["std"]:.1f} |')
+    lines += format_groups(result['groups'], 1)
     lines.append('')
     for pair, verdict in result['pairs'].items():
         lines.append(
@@ -146,36 +270,99 @@ def format_compare(result):
     return '\n'.join(lines)
 
 
+def format_motion(result):
+    """C3 as markdown: the motion ratio of every seed of both arms, then the two verdicts."""
+    lsp, no_noise = MOTION_ARMS
+    lines = ['C3: motion ratio (final states of different skills vs repeats of one skill)', '']
+    lines += format_groups(result['groups'], 2)
+    lines += [
+        '',
+        f'C3a, the ratio exceeds {result["ratio_threshold"]} on every {lsp} seed: '
+        f'{outcome(result["c3a_skills_differ"])}',
+        f'C3b, {no_noise} below {lsp} by more than the larger std: '
+        f'{outcome(result["c3b_collapse_without_noise"])}',
+    ]
+    return '\n'.join(lines)
+
+
+def format_exploration(result):
+    """C5 as markdown: every run's exploration, the seeds reaching the goal, then the verdict."""
+    explorer, baseline = result['groups']
+    lines = [f"C5 on {result['task']}: farthest upright |x|, averaged over a run's episodes", '']
+    lines += format_groups(result['groups'], 2)
+    lines.append('')
+    for method, group in result['groups'].items():
+        lines.append(
+            f'{method} reaches the goal on {group["seeds_reaching_goal"]} of {group["seeds"]} seeds'
+        )
+    lines += [
+        f'{explorer} reaches the goal on more seeds than {baseline}: '
+        f'{"yes" if result["more_seeds_reach_goal"] else "no"}',
+        f'{explorer} explores farther ({explorer} beats {baseline}): '
+        f'{"yes" if result["explores_farther"] else "no"}',
+        f'C5: {outcome(result["passed"])}',
+    ]
+    return '\n'.join(lines)
+
+
 def main(argv=None):
-    """Command line: `compare` or `explore`; returns the exit code."""
+    """Command line: `compare`, `motion`, `explore` or `explore-compare`; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
     comparison = commands.add_parser('compare', help='per-seed returns and pairwise verdicts')
     comparison.add_argument('--root', required=True)
     comparison.add_argument('--task', required=True)
     comparison.add_argument('--methods', nargs='+', required=True)
+    comparison.add_argument('--seeds', nargs='+', default=list(SEEDS))
     comparison.add_argument('--metric', choices=METRICS, default='final')
     comparison.add_argument('--random', type=float, help="the random policy's return")
     comparison.add_argument('--out', help='write the result as JSON here')
+    motion = commands.add_parser('motion', help="C3: the skills' motion ratios and verdicts")
+    motion.add_argument('--root', required=True, help='the directory of motion_<arm>_<seed>.json')
+    motion.add_argument('--seeds', nargs='+', default=list(SEEDS), help='seeds of lsp')
+    motion.add_argument('--no-noise-seeds', nargs='+', default=list(SEEDS))
+    motion.add_argument('--out', help='write the result as JSON here')
     exploration = commands.add_parser('explore', help='upright excursions of a cartpole run')
     exploration.add_argument('--run', required=True)
+    explorations = commands.add_parser(
+        'explore-compare', help='C5: exploration and goal reached per method, and the verdict'
+    )
+    explorations.add_argument('--root', required=True)
+    explorations.add_argument('--task', default=SPARSE_TASK)
+    explorations.add_argument(
+        '--methods',
+        nargs=2,
+        default=list(EXPLORATION_METHODS),
+        metavar=('EXPLORER', 'BASELINE'),
+    )
+    explorations.add_argument('--seeds', nargs='+', default=list(EXPLORATION_SEEDS))
+    explorations.add_argument('--out', help='write the result as JSON here')
     args = parser.parse_args(argv)
     try:
-        if args.command == 'compare':
-            result = compare(args.root, args.task, args.methods, args.metric, args.random)
-            print(format_compare(result))
-            if args.out:
-                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(args.out, json.dumps(result, indent=1) + '\n')
-        else:
+        if args.command == 'explore':
             farthest, rewarded = upright_excursions(args.run)
             print(
                 f'{len(farthest)} episodes: farthest upright |x| mean {np.mean(farthest):.2f}, '
                 f'max {np.max(farthest):.2f}; rewarded episodes {sum(rewarded)}'
             )
+            return 0
+        if args.command == 'compare':
+            result = compare(
+                args.root, args.task, args.methods, args.metric, args.random, args.seeds
+            )
+            text = format_compare(result)
+        elif args.command == 'motion':
+            result = compare_motion(args.root, args.seeds, args.no_noise_seeds)
+            text = format_motion(result)
+        else:
+            result = compare_exploration(args.root, args.task, args.methods, args.seeds)
+            text = format_exploration(result)
     except scores.ScoreError as error:
         print(f'claims: error: {error}', file=sys.stderr)
         return 2
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, json.dumps(result, indent=1) + '\n')
     return 0
 
 
