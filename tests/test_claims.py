@@ -97,6 +97,27 @@ def test_every_listed_seed_needs_a_run_and_only_those_are_scored(root, capsys):
     assert (dreamer['mean'], dreamer['seeds']) == (600.0, 3)
 
 
+def test_collect_copies_finished_runs_and_the_copies_score_the_same(root, tmp_path, capsys):
+    results = tmp_path / 'results'
+    args = ['collect', '--root', str(root), '--task', TASK, '--seeds', '0', '1', '--methods']
+    assert claims.main(args + ['lsp', 'dreamer', '--out', str(results)]) == 0
+    assert 'copied the metrics and config of 4 runs' in capsys.readouterr().out
+    copied = sorted(p.relative_to(results).as_posix() for p in results.rglob('*') if p.is_file())
+    assert copied == [
+        f'{TASK}/{method}/{seed}/{name}'
+        for method in ('dreamer', 'lsp')
+        for seed in '01'
+        for name in ('config.yaml', 'metrics.jsonl')
+    ]
+    verdict = claims.compare(results, TASK, ['lsp', 'dreamer'], seeds=['0', '1'])
+    assert verdict == claims.compare(root, TASK, ['lsp', 'dreamer'], seeds=['0', '1'])
+    # An unfinished run is refused, and nothing of the request is copied.
+    write_run(root / TASK / 'random_skills' / '2', {4000: 100})
+    out = tmp_path / 'partial'
+    assert claims.main(args + ['random_skills', '--seeds', '1', '2', '--out', str(out)]) == 2
+    assert 'unfinished' in capsys.readouterr().err and not out.exists()
+
+
 def test_upright_excursions_by_hand(tmp_path):
     directory = tmp_path / 'run' / 'train_episodes'
     directory.mkdir(parents=True)

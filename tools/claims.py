@@ -146,6 +146,28 @@ def compare(root, task, methods, metric='final', random_return=None, seeds=SEEDS
     return result
 
 
+def collect(root, task, methods, out, seeds=SEEDS):
+    """Copy the committed files of each finished run (`metrics.jsonl`, `config.yaml`) from
+    `<root>/<task>/<method>/<seed>/` to the same place under `out`; returns the copies' paths.
+
+    A claim's verdict is computed over these copies, so it reruns from the repository alone, and
+    so the Dreamer arm can be the learning check's committed runs. Nothing is copied while any
+    run is missing or unfinished.
+    """
+    runs = seed_runs(root, task, methods, seeds)
+    for by_seed in runs.values():
+        for run in by_seed.values():
+            evaluations(run)  # refuses an unfinished run
+    copies = []
+    for method, by_seed in runs.items():
+        for seed, run in by_seed.items():
+            copy = RunDir(Path(out, task, method, seed))
+            atomic_write_text(copy.metrics, RunDir(run).metrics.read_text())
+            atomic_write_text(copy.config, RunDir(run).config.read_text())
+            copies.append(copy.path)
+    return copies
+
+
 def motion_report_path(root, arm, seed):
     """Where the C3 protocol's command writes the motion report of `arm`'s seed `seed`."""
     return Path(root, f'motion_{arm}_{seed}.json')
@@ -306,7 +328,8 @@ def format_exploration(result):
 
 
 def main(argv=None):
-    """Command line: `compare`, `motion`, `explore` or `explore-compare`; returns the exit code."""
+    """Command line: `collect`, `compare`, `motion`, `explore` or `explore-compare`; returns the
+    exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
     comparison = commands.add_parser('compare', help='per-seed returns and pairwise verdicts')
@@ -317,6 +340,14 @@ def main(argv=None):
     comparison.add_argument('--metric', choices=METRICS, default='final')
     comparison.add_argument('--random', type=float, help="the random policy's return")
     comparison.add_argument('--out', help='write the result as JSON here')
+    collection = commands.add_parser(
+        'collect', help="copy finished runs' metrics.jsonl and config.yaml into a results tree"
+    )
+    collection.add_argument('--root', required=True)
+    collection.add_argument('--task', required=True)
+    collection.add_argument('--methods', nargs='+', required=True)
+    collection.add_argument('--seeds', nargs='+', default=list(SEEDS))
+    collection.add_argument('--out', required=True, help='the results tree, e.g. results/c1')
     motion = commands.add_parser('motion', help="C3: the skills' motion ratios and verdicts")
     motion.add_argument('--root', required=True, help='the directory of motion_<arm>_<seed>.json')
     motion.add_argument('--seeds', nargs='+', default=list(SEEDS), help='seeds of lsp')
@@ -345,6 +376,10 @@ def main(argv=None):
                 f'{len(farthest)} episodes: farthest upright |x| mean {np.mean(farthest):.2f}, '
                 f'max {np.max(farthest):.2f}; rewarded episodes {sum(rewarded)}'
             )
+            return 0
+        if args.command == 'collect':
+            copies = collect(args.root, args.task, args.methods, args.out, args.seeds)
+            print(f'copied the metrics and config of {len(copies)} runs to {args.out}')
             return 0
         if args.command == 'compare':
             result = compare(

@@ -27,7 +27,7 @@ import numpy as np
 from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError
 from dreamer_lsp.envs import ProcessEnv
-from dreamer_lsp.rundir import RunDir
+from dreamer_lsp.rundir import RunDir, atomic_write_text
 from dreamer_lsp.train import env_kwargs
 
 
@@ -181,7 +181,7 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     imageio.imwrite(args.out, composite(rows, args.stride))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        atomic_write_text(args.json, json.dumps(report, indent=2))
     print(f'wrote {args.out}: {args.skills} skills x {args.steps} steps from {args.run}')
     print(
         f'final qpos distance: {report["between_skills"]:.4f} between skills, '
