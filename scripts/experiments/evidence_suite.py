@@ -5,16 +5,19 @@ Every run uses the learning check's regime (`--regime`, `--steps`) and root
 sources, and one command resumes everything. Pick a claim's runs with `--tasks` and `--methods`
 (a transfer target brings its source and relabeling along):
 
-    python scripts/experiments/evidence_suite.py --dry-run
+    python scripts/experiments/evidence_suite.py --regime batch50 --dry-run
     # C1 (and C2 with no_mi, C3 with lsp_no_noise, the horizon confound with dreamer_h10)
-    python scripts/experiments/evidence_suite.py --tasks dmc_cartpole_balance \\
+    python scripts/experiments/evidence_suite.py --regime batch50 --tasks dmc_cartpole_balance \\
         --methods lsp dreamer random_skills randskills_inp --parallel 2
     # C4: the balance runs' networks and relabeled episodes, then cartpole reach
-    python scripts/experiments/evidence_suite.py --tasks dmc_cartpole_reach --parallel 2
+    python scripts/experiments/evidence_suite.py --regime batch50 --tasks dmc_cartpole_reach \\
+        --parallel 2
     # C5: the balance runs' networks, then the sparse far goal
-    python scripts/experiments/evidence_suite.py --tasks dmc_cartpole_reach_sparse --seeds 0 1
-    python -m tools.claims compare --root runs/learning_check/batch8 \\
-        --task dmc_cartpole_balance --methods lsp dreamer random_skills randskills_inp --random 300
+    python scripts/experiments/evidence_suite.py --regime batch50 \\
+        --tasks dmc_cartpole_reach_sparse --seeds 0 1 --parallel 2
+
+Each claim's verdict is `tools.claims` over the committed copies of its runs; the protocols in
+`results/c1` ... `results/c5` give the commands in full.
 
 Single-task arms on cartpole balance (`learning_check` block): the presets `lsp`, `dreamer`,
 `random_skills`, `randskills_inp` and `no_mi`, and two variants: `lsp_no_noise` (no noise on the
