@@ -286,6 +286,8 @@ def check(config):
     check_task(config.task)
     if config.precision not in (16, 32):
         raise ConfigError(f'precision must be 16 or 32, got {config.precision}')
+    if config.cem.precision not in (16, 32):
+        raise ConfigError(f'cem.precision must be 16 or 32, got {config.cem.precision}')
     if config.obs_type not in OBS_TYPES:
         raise ConfigError(
             f'obs_type {config.obs_type!r} is invalid; {closest_names(config.obs_type, OBS_TYPES)}'

@@ -26,6 +26,16 @@ def compute_dtype(precision):
     return tf.float16 if precision == 16 else tf.float32
 
 
+def scoring_dtype(precision, agent_dtype):
+    """The dtype of CEM's scoring rollouts (`cem.precision`): the agent's own at 32; at 16,
+    float16 on a GPU and bfloat16 on a CPU."""
+    if precision not in (16, 32):
+        raise ValueError(f'cem.precision must be 16 or 32, got {precision}')
+    if precision == 32:
+        return agent_dtype
+    return tf.float16 if GPUS else tf.bfloat16
+
+
 class Dreamer(tf.Module):
     """World model plus actor-critic learned in imagination; `train` is one compiled update.
 

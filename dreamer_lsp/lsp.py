@@ -15,7 +15,7 @@ import numpy as np
 
 from dreamer_lsp import networks
 from dreamer_lsp._tf import tf, tfd
-from dreamer_lsp.dreamer import Dreamer
+from dreamer_lsp.dreamer import Dreamer, scoring_dtype
 from dreamer_lsp.utils import Adam
 
 
@@ -67,6 +67,7 @@ class LSP(Dreamer):
         self.num_skills = self.horizon // self.skill_length  # the config requires K | H
         # The low-level actor q_φ(a | s, z) sees the skill next to the features.
         super().__init__(config, obs_space, action_size, dtype, condition_size=skills.dim)
+        self.score_dtype = scoring_dtype(config.cem.precision, self.dtype)
         feat = self.world_model.rssm.feat_size
         model = config.model
         self.predictor = SkillPredictor(
@@ -261,7 +262,9 @@ class LSP(Dreamer):
 
     def plan_value(self, skills, start):
         """CEM's score of skill sequences [N, S, D] from start states [N, ...]: the λ-return of
-        the first step of the rollout that holds each skill for K steps, task reward only [N]."""
+        the first step of the rollout that holds each skill for K steps, task reward only [N].
+        The rollout computes in `cem.precision`'s dtype; rewards and values come out float32."""
+        start = {k: tf.cast(v, self.score_dtype) for k, v in start.items()}
         sequence = self.world_model.imagine(self.skill_policy(skills), start, self.horizon)
         reward = self.world_model.task_reward(sequence)
         return self.behavior.rollout_value(sequence['feat'], reward)

@@ -178,7 +178,9 @@ class RSSM(tf.Module):
     def _stats(self, x):
         mean, std = tf.split(x, 2, -1)  # [..., 2 stoch] -> [..., stoch] each
         std = tf.nn.softplus(std) + 0.1
-        stoch = mean + std * self._rng.normal(tf.shape(mean), dtype=mean.dtype)
+        # The noise is drawn in float32 whatever the arithmetic, so a lower-precision rollout
+        # (CEM's scoring, `cem.precision`) samples the same states as a float32 one, rounded.
+        stoch = mean + std * tf.cast(self._rng.normal(tf.shape(mean)), mean.dtype)
         return mean, std, stoch
 
     def img_step(self, prev_state, prev_action):

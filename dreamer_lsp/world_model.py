@@ -107,14 +107,15 @@ class WorldModel(tf.Module):
         [N, F] of step t and returns a dict with the 'action' [N, A] to take and anything else
         it wants recorded (e.g. what it conditioned the action on). Returns a dict of [H, ...]
         sequences: 'feat' [H, N, F], the features of the states reached after each action, and
-        every key the policy returned, per step.
+        every key the policy returned, per step. The rollout computes in the start's dtype.
         """
         state, feat = start, self.rssm.feat(start)
         sequences = {'feat': []}
         for t in range(horizon):
             # The policy sees stopped features; gradients reach it through the dynamics [ref].
             step = policy(tf.stop_gradient(feat), t)
-            state = self.rssm.img_step(state, tf.cast(step['action'], self.dtype))
+            # In the start's dtype: CEM may score its rollouts in lower precision.
+            state = self.rssm.img_step(state, tf.cast(step['action'], state['deter'].dtype))
             feat = self.rssm.feat(state)
             sequences['feat'].append(feat)
             for key, value in step.items():

@@ -46,6 +46,8 @@ def test_benchmark_smoke(tmp_path):
             '600',
             '--threads',
             '1',
+            '--cem-precision',
+            '16',
             '--profile',
             str(tmp_path / 'profile'),
         ],
@@ -58,6 +60,7 @@ def test_benchmark_smoke(tmp_path):
     figures = json.loads(out.read_text())
     assert figures['matmul_peak']['gflops'] > 0
     assert figures['threads']['intra'] == 1
+    assert figures['cem_precision'] == 16
     for case in ('update_dreamer_features', 'update_lsp_pixels'):
         assert figures[case]['seconds']['median'] > 0 and figures[case]['flops'] > 0
     assert figures['cem']['acting']['starts'] == 1

@@ -7,6 +7,7 @@ from dreamer_lsp import config as config_lib
 from dreamer_lsp._tf import tf
 from dreamer_lsp.agents import make_agent
 from dreamer_lsp.lsp import LSP, cross_entropy_method, refit
+from tools import cem_precision
 from tools.acting_cem_noise import measure
 
 SPACE = {'features': ((5,), np.float32)}
@@ -324,3 +325,35 @@ def test_acting_cem_noise_figures_from_one_state():
     assert row['particles'] == 2 and row['score_noise'] > 0
     assert row['optimism'] == pytest.approx(row['elite_value_mean'] - row['chosen_plan_value_mean'])
     assert all(np.isfinite(value) for value in row.values())
+
+
+def test_cem_scores_in_bfloat16_the_same_rollouts_rounded():
+    agent = make('lsp', **{'cem.precision': 16})
+    assert agent.score_dtype == tf.bfloat16  # a CPU: no GPU here
+    start = start_states(agent, batch(agent))
+    rng = np.random.default_rng(1)
+    shape = (start['deter'].shape[0], agent.num_skills, agent.skill_dim)
+    skills = tf.constant(rng.normal(size=shape), tf.float32)
+    random_state = agent.rng.state.numpy()
+    low = agent.plan_value(skills, start)
+    agent.rng.state.assign(random_state)
+    agent.score_dtype = tf.float32
+    high = agent.plan_value(skills, start).numpy()
+    # The same noise (drawn in float32), rounded arithmetic: close, not equal; scores in float32.
+    assert low.dtype == tf.float32 and not np.array_equal(low.numpy(), high)
+    np.testing.assert_allclose(low.numpy(), high, atol=0.05 * np.abs(high).max())
+    agent.score_dtype = tf.bfloat16
+    metrics = agent.train(batch(agent))  # the compiled update with bfloat16 scoring
+    assert all(np.isfinite(value.numpy()) for value in metrics.values())
+
+
+def test_elite_agreement_of_bfloat16_scoring():
+    agent = make('lsp')
+    starts = [start_states(agent, batch(agent, seed)) for seed in range(2)]
+    rows = cem_precision.measure(agent, starts, [4, 16], tf.bfloat16)
+    assert [row['starts'] for row in rows] == [4, 16]
+    for row in rows:
+        assert row['calls'] == 2 * agent.config.cem.iterations
+        assert 0 <= row['identical_elite_sets'] <= row['mean_elite_overlap'] <= 1
+        assert 0 < row['median_relative_difference'] <= row['max_relative_difference']
+    assert agent.score_dtype == tf.float32  # restored after the comparison

@@ -179,7 +179,8 @@ def build(preset, obs_type, args, overrides=None, small=False):
     observation = 'dmc_proprio' if obs_type == 'features' else 'dmc_vision'
     regime = SMALL_BLOCKS if small else ()
     blocks = [*regime, *args.blocks, observation, preset]
-    config = config_lib.build(blocks, {'precision': args.precision, **(overrides or {})})
+    base = {'precision': args.precision, 'cem.precision': args.cem_precision}
+    config = config_lib.build(blocks, {**base, **(overrides or {})})
     feature_size, action_size = (
         (SMALL_FEATURE_SIZE, SMALL_ACTION_SIZE) if small else (FEATURE_SIZE, ACTION_SIZE)
     )
@@ -334,6 +335,8 @@ def bench_end_to_end(args):
                 str(10**9),  # only the evaluations at the prefill's end and the run's end
                 '--threads',
                 str(args.threads),
+                '--cem.precision',
+                str(args.cem_precision),
                 '--logdir',
                 directory,
                 *extra,
@@ -444,6 +447,13 @@ def main(argv=None):
         help='32: float32 (default, as the reference figures); 16: what precision 16 picks here',
     )
     parser.add_argument(
+        '--cem-precision',
+        type=int,
+        default=32,
+        choices=(16, 32),
+        help="cem.precision of LSP's CEM scoring: 32 the agent's own, 16 bfloat16 on a CPU",
+    )
+    parser.add_argument(
         '--threads',
         type=int,
         default=0,
@@ -475,6 +485,7 @@ def main(argv=None):
     results = dict(
         tensorflow=tf.__version__,
         compute_dtype=compute_dtype(args.precision).name,
+        cem_precision=args.cem_precision,
         onednn_opts=os.environ.get('TF_ENABLE_ONEDNN_OPTS'),
         threads=dict(
             intra=tf.config.threading.get_intra_op_parallelism_threads(),
@@ -483,7 +494,8 @@ def main(argv=None):
     )
     print(
         f'TensorFlow {results["tensorflow"]}, TF_ENABLE_ONEDNN_OPTS={results["onednn_opts"]}, '
-        f'compute dtype {results["compute_dtype"]}, threads {results["threads"]}',
+        f'compute dtype {results["compute_dtype"]}, cem.precision {args.cem_precision}, '
+        f'threads {results["threads"]}',
         flush=True,
     )
     peak = None

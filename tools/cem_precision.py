@@ -1,0 +1,168 @@
+"""Does scoring CEM in bfloat16 choose the same elites as float32? (`cem.precision`, issue 13)
+
+    .venv/bin/python -m tools.cem_precision --run runs/lsp --batches 20 --starts 64 400
+
+Loads a CEM skill run's latest checkpoint and draws `--batches` training batches from its
+replay (the run's batch size and length). For each batch and each number of start states (a
+random subset of `--starts` of the batch's posterior states), it runs CEM as training does, in
+float32, and at every iteration scores the same proposals a second time at `cem.precision` 16
+(bfloat16 on a CPU, float16 on a GPU) from the same random state, so that both rollouts draw
+the same noise. It reports the share of scoring calls whose elite sets (the `cem.elites` best of
+`cem.proposals`) are identical, their mean overlap, and the largest score difference relative
+to the spread of the float32 scores over the proposals.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+from dreamer_lsp import config as config_lib
+from dreamer_lsp.config import ConfigError
+from dreamer_lsp.envs import ProcessEnv
+from dreamer_lsp.replay import Replay
+from dreamer_lsp.rundir import RunDir, atomic_write_text
+from dreamer_lsp.train import env_kwargs
+from tools.skill_rollouts import load_agent
+
+
+def start_batches(agent, run, config, count):
+    """Posterior states [B * T, ...] of `count` training batches of the run's replay."""
+    from dreamer_lsp._tf import tf
+    from dreamer_lsp.world_model import flatten_states
+
+    replay = Replay(RunDir(run).episodes, seed=config.seed)
+    replay.load()
+    batches = iter(
+        replay.dataset(
+            config.batch_size, config.batch_length, prefetch=0, keys=agent.world_model.batch_keys
+        )
+    )
+    starts = []
+    for _ in range(count):
+        replay.tick()
+        _, post, _ = agent.world_model.loss(next(batches))
+        starts.append(flatten_states({k: tf.stop_gradient(v) for k, v in post.items()}))
+    replay.close()
+    return starts
+
+
+def compare_scoring(agent, start, low_dtype):
+    """One float32 CEM from `start`; per iteration, the elites of float32 and `low_dtype`
+    scores of the same proposals with the same random draws."""
+    from dreamer_lsp._tf import tf
+    from dreamer_lsp.lsp import refit
+
+    cem = agent.config.cem
+    count = int(start['deter'].shape[0])
+    tiled = {k: tf.tile(v, [cem.proposals, 1]) for k, v in start.items()}
+    shape = (agent.num_skills, agent.skill_dim)
+    mean, std = tf.zeros(shape), tf.ones(shape)
+    calls = []
+    for _ in range(cem.iterations):
+        proposals = mean + std * agent.rng.normal((cem.proposals, *shape))
+        skills = tf.repeat(proposals, count, axis=0)
+        random_state = agent.rng.state.numpy()
+        scores = {}
+        for dtype in (tf.float32, low_dtype):
+            agent.rng.state.assign(random_state)
+            agent.score_dtype = dtype
+            value = agent.plan_value(skills, tiled)
+            scores[dtype.name] = tf.reduce_mean(tf.reshape(value, (cem.proposals, count)), 1)
+        agent.score_dtype = tf.float32
+        high, low = (scores[name].numpy() for name in scores)
+        elites = [set(np.argsort(-values)[: cem.elites]) for values in (high, low)]
+        spread = high.max() - high.min()
+        calls.append(
+            dict(
+                identical=elites[0] == elites[1],
+                overlap=len(elites[0] & elites[1]) / cem.elites,
+                relative_difference=float(np.abs(high - low).max() / spread) if spread else 0.0,
+            )
+        )
+        mean, std, _ = refit(proposals, scores['float32'], cem.elites)
+    return calls
+
+
+def measure(agent, starts, counts, low_dtype):
+    """Agreement figures per number of start states, over every batch and CEM iteration."""
+    from dreamer_lsp._tf import tf
+
+    rows, rng = [], np.random.default_rng(0)
+    for count in counts:
+        calls = []
+        for start in starts:
+            # A random subset, as `cem.train_starts` takes in training.
+            indices = rng.permutation(int(start['deter'].shape[0]))[:count]
+            subset = {k: tf.gather(v, indices) for k, v in start.items()}
+            calls += compare_scoring(agent, subset, low_dtype)
+        rows.append(
+            dict(
+                starts=count,
+                calls=len(calls),
+                identical_elite_sets=float(np.mean([call['identical'] for call in calls])),
+                mean_elite_overlap=float(np.mean([call['overlap'] for call in calls])),
+                max_relative_difference=float(
+                    np.max([call['relative_difference'] for call in calls])
+                ),
+                median_relative_difference=float(
+                    np.median([call['relative_difference'] for call in calls])
+                ),
+            )
+        )
+    return rows
+
+
+def main(argv=None):
+    """Print (and optionally save) the elite agreement of float32 and lower-precision scoring."""
+    parser = argparse.ArgumentParser(
+        prog='python -m tools.cem_precision', description=__doc__.split('\n\n')[0]
+    )
+    parser.add_argument('--run', type=pathlib.Path, required=True, help='a CEM skill run logdir')
+    parser.add_argument('--batches', type=int, default=20, help='training batches of its replay')
+    parser.add_argument(
+        '--starts', type=int, nargs='+', default=[64, 400], help='start states CEM scores'
+    )
+    parser.add_argument('--threads', type=int, default=0, help='TensorFlow intra-op threads')
+    parser.add_argument('--json', type=pathlib.Path, help='also write the figures here')
+    args = parser.parse_args(argv)
+    try:
+        config = config_lib.load_saved(RunDir(args.run).config)
+        if config.skills.high_level != 'cem':
+            raise ConfigError(f'{args.run} does not plan with CEM ({config.method})')
+        if RunDir(args.run).latest_name() is None:
+            raise ConfigError(f'{args.run} holds no checkpoint')
+    except (ConfigError, OSError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    from dreamer_lsp._tf import tf
+    from dreamer_lsp.dreamer import scoring_dtype
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    config = config.update({'cem.precision': 32})
+    env = ProcessEnv(**env_kwargs(config, config.seed))
+    try:
+        agent = load_agent(args.run, env, config)
+    finally:
+        env.close()
+    low_dtype = scoring_dtype(16, agent.dtype)
+    starts = start_batches(agent, args.run, config, args.batches)
+    rows = measure(agent, starts, args.starts, low_dtype)
+    for row in rows:
+        print(
+            f'{row["starts"]} starts, {row["calls"]} scoring calls: identical elite sets '
+            f'{100 * row["identical_elite_sets"]:.0f}%, mean overlap '
+            f'{100 * row["mean_elite_overlap"]:.0f}%, score difference / spread: median '
+            f'{row["median_relative_difference"]:.3f}, max {row["max_relative_difference"]:.3f}'
+        )
+    if args.json:
+        report = dict(run=str(args.run), low_dtype=low_dtype.name, rows=rows)
+        atomic_write_text(args.json, json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
