@@ -16,7 +16,7 @@ from dreamer_lsp.envs import ProcessEnv
 from dreamer_lsp.rundir import RunDir
 from dreamer_lsp.train import Trainer
 from dreamer_lsp.transfer import load_matching, shared_entries, write_report
-from tools import skill_rollouts
+from tools import cem_precision, skill_rollouts
 
 
 def make_config(logdir, *blocks, **overrides):
@@ -238,3 +238,16 @@ def test_motion_spread_by_hand():
     assert report['ratio'] == pytest.approx(between)
     assert report['between_skills_per_coordinate'] == pytest.approx([3.0, 0.5])
     assert report['within_skill_per_coordinate'] == pytest.approx([0.0, 1.0])
+
+
+def test_cem_precision_measures_elite_agreement_on_a_runs_batches(source_run, tmp_path, capsys):
+    out = tmp_path / 'agreement.json'
+    argv = ['--run', str(source_run), '--batches', '2', '--starts', '4', '16']
+    assert cem_precision.main([*argv, '--json', str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report['low_dtype'] == 'bfloat16'
+    assert [row['starts'] for row in report['rows']] == [4, 16]
+    assert all(row['calls'] == 2 * 2 for row in report['rows'])  # debug CEM: 2 iterations
+    assert '16 starts, 4 scoring calls: identical elite sets' in capsys.readouterr().out
+    assert cem_precision.main(['--run', str(tmp_path)]) == 2
+    assert 'error:' in capsys.readouterr().err

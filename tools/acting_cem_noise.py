@@ -22,12 +22,10 @@ import time
 
 import numpy as np
 
-from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError
 from dreamer_lsp.envs import ProcessEnv
-from dreamer_lsp.rundir import RunDir
 from dreamer_lsp.train import env_kwargs
-from tools.skill_rollouts import load_agent
+from tools.skill_rollouts import cem_run_config, load_agent
 
 
 def current_latent(agent, env, steps, seed):
@@ -97,9 +95,7 @@ def main(argv=None):
     parser.add_argument('--json', type=pathlib.Path, help='also write the figures here')
     args = parser.parse_args(argv)
     try:
-        config = config_lib.load_saved(RunDir(args.run).config)
-        if config.skills.high_level != 'cem':
-            raise ConfigError(f'{args.run} does not plan with CEM ({config.method})')
+        config = cem_run_config(args.run)
     except (ConfigError, OSError) as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)

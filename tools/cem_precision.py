@@ -19,13 +19,12 @@ import sys
 
 import numpy as np
 
-from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError
 from dreamer_lsp.envs import ProcessEnv
 from dreamer_lsp.replay import Replay
 from dreamer_lsp.rundir import RunDir, atomic_write_text
 from dreamer_lsp.train import env_kwargs
-from tools.skill_rollouts import load_agent
+from tools.skill_rollouts import cem_run_config, load_agent
 
 
 def start_batches(agent, run, config, count):
@@ -129,11 +128,7 @@ def main(argv=None):
     parser.add_argument('--json', type=pathlib.Path, help='also write the figures here')
     args = parser.parse_args(argv)
     try:
-        config = config_lib.load_saved(RunDir(args.run).config)
-        if config.skills.high_level != 'cem':
-            raise ConfigError(f'{args.run} does not plan with CEM ({config.method})')
-        if RunDir(args.run).latest_name() is None:
-            raise ConfigError(f'{args.run} holds no checkpoint')
+        config = cem_run_config(args.run)
     except (ConfigError, OSError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2

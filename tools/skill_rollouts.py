@@ -94,6 +94,16 @@ def motion_spread(final_qpos):
     )
 
 
+def cem_run_config(run):
+    """The saved config of a run that plans with CEM and has a checkpoint; ConfigError if not."""
+    config = config_lib.load_saved(RunDir(run).config)
+    if config.skills.high_level != 'cem':
+        raise ConfigError(f'{run} does not plan with CEM ({config.method})')
+    if RunDir(run).latest_name() is None:
+        raise ConfigError(f'{run} holds no checkpoint')
+    return config
+
+
 def load_agent(run, env, config):
     """The agent of `run`'s latest checkpoint, for `env`'s spaces."""
     from dreamer_lsp.agents import make_agent
