@@ -354,6 +354,8 @@ def test_elite_agreement_of_bfloat16_scoring():
     assert [row['starts'] for row in rows] == [4, 16]
     for row in rows:
         assert row['calls'] == 2 * agent.config.cem.iterations
-        assert 0 <= row['identical_elite_sets'] <= row['mean_elite_overlap'] <= 1
-        assert 0 < row['median_relative_difference'] <= row['max_relative_difference']
+        for kind in ('low', 'resampled'):
+            figures = row[kind]
+            assert 0 <= figures['identical_elite_sets'] <= figures['mean_elite_overlap'] <= 1
+            assert 0 < figures['median_relative_difference'] <= figures['max_relative_difference']
     assert agent.score_dtype == tf.float32  # restored after the comparison

@@ -248,6 +248,8 @@ def test_cem_precision_measures_elite_agreement_on_a_runs_batches(source_run, tm
     assert report['low_dtype'] == 'bfloat16'
     assert [row['starts'] for row in report['rows']] == [4, 16]
     assert all(row['calls'] == 2 * 2 for row in report['rows'])  # debug CEM: 2 iterations
-    assert '16 starts, 4 scoring calls: identical elite sets' in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert '16 starts, 4 scoring calls, bfloat16: identical elite sets' in output
+    assert '16 starts, 4 scoring calls, float32, fresh noise: identical' in output
     assert cem_precision.main(['--run', str(tmp_path)]) == 2
     assert 'error:' in capsys.readouterr().err

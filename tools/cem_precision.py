@@ -5,11 +5,12 @@
 Loads a CEM skill run's latest checkpoint and draws `--batches` training batches from its
 replay (the run's batch size and length). For each batch and each number of start states (a
 random subset of `--starts` of the batch's posterior states), it runs CEM as training does, in
-float32, and at every iteration scores the same proposals a second time at `cem.precision` 16
+float32, and at every iteration scores the same proposals twice more: at `cem.precision` 16
 (bfloat16 on a CPU, float16 on a GPU) from the same random state, so that both rollouts draw
-the same noise. It reports the share of scoring calls whose elite sets (the `cem.elites` best of
-`cem.proposals`) are identical, their mean overlap, and the largest score difference relative
-to the spread of the float32 scores over the proposals.
+the same noise, and in float32 with fresh noise, the disagreement CEM's ranking has anyway. For
+each, it reports the share of scoring calls whose elite sets (the `cem.elites` best of
+`cem.proposals`) equal the float32 ones, their mean overlap, and the score differences
+relative to the spread of the float32 scores over the proposals.
 """
 
 import argparse
@@ -49,8 +50,10 @@ def start_batches(agent, run, config, count):
 
 
 def compare_scoring(agent, start, low_dtype):
-    """One float32 CEM from `start`; per iteration, the elites of float32 and `low_dtype`
-    scores of the same proposals with the same random draws."""
+    """One float32 CEM from `start`. Per iteration, its proposals are scored three times: in
+    float32, in `low_dtype` with the same random draws, and in float32 with fresh draws (the
+    noise CEM's ranking has anyway). Returns per iteration the elite agreement of the first
+    score with each of the other two."""
     from dreamer_lsp._tf import tf
     from dreamer_lsp.lsp import refit
 
@@ -58,30 +61,40 @@ def compare_scoring(agent, start, low_dtype):
     count = int(start['deter'].shape[0])
     tiled = {k: tf.tile(v, [cem.proposals, 1]) for k, v in start.items()}
     shape = (agent.num_skills, agent.skill_dim)
+
+    def score(skills, dtype):
+        agent.score_dtype = dtype
+        value = agent.plan_value(skills, tiled)
+        agent.score_dtype = tf.float32
+        return tf.reduce_mean(tf.reshape(value, (cem.proposals, count)), 1)
+
+    def agreement(reference, other):
+        elites = [set(np.argsort(-values)[: cem.elites]) for values in (reference, other)]
+        spread = reference.max() - reference.min()
+        difference = np.abs(reference - other).max()
+        return dict(
+            identical=elites[0] == elites[1],
+            overlap=len(elites[0] & elites[1]) / cem.elites,
+            relative_difference=float(difference / spread) if spread else 0.0,
+        )
+
     mean, std = tf.zeros(shape), tf.ones(shape)
     calls = []
     for _ in range(cem.iterations):
         proposals = mean + std * agent.rng.normal((cem.proposals, *shape))
         skills = tf.repeat(proposals, count, axis=0)
         random_state = agent.rng.state.numpy()
-        scores = {}
-        for dtype in (tf.float32, low_dtype):
-            agent.rng.state.assign(random_state)
-            agent.score_dtype = dtype
-            value = agent.plan_value(skills, tiled)
-            scores[dtype.name] = tf.reduce_mean(tf.reshape(value, (cem.proposals, count)), 1)
-        agent.score_dtype = tf.float32
-        high, low = (scores[name].numpy() for name in scores)
-        elites = [set(np.argsort(-values)[: cem.elites]) for values in (high, low)]
-        spread = high.max() - high.min()
+        high = score(skills, tf.float32)
+        agent.rng.state.assign(random_state)
+        low = score(skills, low_dtype)
+        resampled = score(skills, tf.float32)  # the generator has moved on: fresh draws
         calls.append(
             dict(
-                identical=elites[0] == elites[1],
-                overlap=len(elites[0] & elites[1]) / cem.elites,
-                relative_difference=float(np.abs(high - low).max() / spread) if spread else 0.0,
+                low=agreement(high.numpy(), low.numpy()),
+                resampled=agreement(high.numpy(), resampled.numpy()),
             )
         )
-        mean, std, _ = refit(proposals, scores['float32'], cem.elites)
+        mean, std, _ = refit(proposals, high, cem.elites)
     return calls
 
 
@@ -97,20 +110,17 @@ def measure(agent, starts, counts, low_dtype):
             indices = rng.permutation(int(start['deter'].shape[0]))[:count]
             subset = {k: tf.gather(v, indices) for k, v in start.items()}
             calls += compare_scoring(agent, subset, low_dtype)
-        rows.append(
-            dict(
-                starts=count,
-                calls=len(calls),
-                identical_elite_sets=float(np.mean([call['identical'] for call in calls])),
-                mean_elite_overlap=float(np.mean([call['overlap'] for call in calls])),
-                max_relative_difference=float(
-                    np.max([call['relative_difference'] for call in calls])
-                ),
-                median_relative_difference=float(
-                    np.median([call['relative_difference'] for call in calls])
-                ),
+        row = dict(starts=count, calls=len(calls))
+        for kind in ('low', 'resampled'):
+            figures = [call[kind] for call in calls]
+            differences = [figure['relative_difference'] for figure in figures]
+            row[kind] = dict(
+                identical_elite_sets=float(np.mean([figure['identical'] for figure in figures])),
+                mean_elite_overlap=float(np.mean([figure['overlap'] for figure in figures])),
+                median_relative_difference=float(np.median(differences)),
+                max_relative_difference=float(np.max(differences)),
             )
-        )
+        rows.append(row)
     return rows
 
 
@@ -147,12 +157,15 @@ def main(argv=None):
     starts = start_batches(agent, args.run, config, args.batches)
     rows = measure(agent, starts, args.starts, low_dtype)
     for row in rows:
-        print(
-            f'{row["starts"]} starts, {row["calls"]} scoring calls: identical elite sets '
-            f'{100 * row["identical_elite_sets"]:.0f}%, mean overlap '
-            f'{100 * row["mean_elite_overlap"]:.0f}%, score difference / spread: median '
-            f'{row["median_relative_difference"]:.3f}, max {row["max_relative_difference"]:.3f}'
-        )
+        for kind, label in (('low', low_dtype.name), ('resampled', 'float32, fresh noise')):
+            figures = row[kind]
+            print(
+                f'{row["starts"]} starts, {row["calls"]} scoring calls, {label}: identical elite '
+                f'sets {100 * figures["identical_elite_sets"]:.0f}%, mean overlap '
+                f'{100 * figures["mean_elite_overlap"]:.0f}%, score difference / spread: median '
+                f'{figures["median_relative_difference"]:.3f}, '
+                f'max {figures["max_relative_difference"]:.3f}'
+            )
     if args.json:
         report = dict(run=str(args.run), low_dtype=low_dtype.name, rows=rows)
         atomic_write_text(args.json, json.dumps(report, indent=2))
