@@ -247,24 +247,35 @@ class LSP(Dreamer):
         Returns mean [S, D], std [S, D] and the elites' mean score.
         """
         cem = self.config.cem
-        count = tf.shape(start['deter'])[0]
-        tiled = {k: tf.tile(v, [cem.proposals, 1]) for k, v in start.items()}  # [G * N, ...]
+        tiled = self.tile_starts(start)
 
         def score(proposals):  # [G, S, D] -> [G]
-            skills = tf.repeat(proposals, count, axis=0)  # row g * N + n: proposal g, start n
-            value = self.plan_value(skills, tiled)  # [G * N]
-            return tf.reduce_mean(tf.reshape(value, (cem.proposals, count)), 1)
+            return self.proposal_scores(proposals, tiled)
 
         shape = (self.num_skills, self.skill_dim)
         return cross_entropy_method(
             score, shape, cem.proposals, cem.elites, cem.iterations, self.rng
         )
 
-    def plan_value(self, skills, start):
+    def tile_starts(self, start):
+        """Start states [N, ...] repeated for each of CEM's G proposals, [G * N, ...]."""
+        return {k: tf.tile(v, [self.config.cem.proposals, 1]) for k, v in start.items()}
+
+    def proposal_scores(self, proposals, tiled, dtype=None):
+        """The score [G] of each proposal [G, S, D]: its plan value averaged over the starts of
+        `tiled` (from `tile_starts`), computed in `dtype` (default `cem.precision`'s)."""
+        proposal_count = self.config.cem.proposals
+        count = tf.shape(tiled['deter'])[0] // proposal_count
+        skills = tf.repeat(proposals, count, axis=0)  # row g * N + n: proposal g, start n
+        value = self.plan_value(skills, tiled, dtype)  # [G * N]
+        return tf.reduce_mean(tf.reshape(value, (proposal_count, count)), 1)
+
+    def plan_value(self, skills, start, dtype=None):
         """CEM's score of skill sequences [N, S, D] from start states [N, ...]: the λ-return of
         the first step of the rollout that holds each skill for K steps, task reward only [N].
-        The rollout computes in `cem.precision`'s dtype; rewards and values come out float32."""
-        start = {k: tf.cast(v, self.score_dtype) for k, v in start.items()}
+        The rollout computes in `dtype` (default `cem.precision`'s); rewards and values come out
+        float32."""
+        start = {k: tf.cast(v, dtype or self.score_dtype) for k, v in start.items()}
         sequence = self.world_model.imagine(self.skill_policy(skills), start, self.horizon)
         reward = self.world_model.task_reward(sequence)
         return self.behavior.rollout_value(sequence['feat'], reward)

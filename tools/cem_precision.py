@@ -58,15 +58,8 @@ def compare_scoring(agent, start, low_dtype):
     from dreamer_lsp.lsp import refit
 
     cem = agent.config.cem
-    count = int(start['deter'].shape[0])
-    tiled = {k: tf.tile(v, [cem.proposals, 1]) for k, v in start.items()}
+    tiled = agent.tile_starts(start)
     shape = (agent.num_skills, agent.skill_dim)
-
-    def score(skills, dtype):
-        agent.score_dtype = dtype
-        value = agent.plan_value(skills, tiled)
-        agent.score_dtype = tf.float32
-        return tf.reduce_mean(tf.reshape(value, (cem.proposals, count)), 1)
 
     def agreement(reference, other):
         elites = [set(np.argsort(-values)[: cem.elites]) for values in (reference, other)]
@@ -82,12 +75,12 @@ def compare_scoring(agent, start, low_dtype):
     calls = []
     for _ in range(cem.iterations):
         proposals = mean + std * agent.rng.normal((cem.proposals, *shape))
-        skills = tf.repeat(proposals, count, axis=0)
         random_state = agent.rng.state.numpy()
-        high = score(skills, tf.float32)
+        high = agent.proposal_scores(proposals, tiled, tf.float32)
         agent.rng.state.assign(random_state)
-        low = score(skills, low_dtype)
-        resampled = score(skills, tf.float32)  # the generator has moved on: fresh draws
+        low = agent.proposal_scores(proposals, tiled, low_dtype)
+        # The generator has moved on: fresh draws.
+        resampled = agent.proposal_scores(proposals, tiled, tf.float32)
         calls.append(
             dict(
                 low=agreement(high.numpy(), low.numpy()),
