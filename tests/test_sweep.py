@@ -491,7 +491,9 @@ def test_a_run_extended_past_the_sweeps_budget_stops_the_sweep_before_anything_s
 
 
 def test_sigusr1_pauses_the_sweep_at_episode_ends_and_the_same_call_resumes(tmp_path, capsys):
-    runs = [cartpole(tmp_path, seed, '--steps', '800') for seed in (0, 1)]
+    # Three training episodes of 200 steps after the prefill's two, so that the pause, sent once
+    # the first of them is stored, lands at an episode end before the run's last one.
+    runs = [cartpole(tmp_path, seed, '--steps', '1200') for seed in (0, 1)]
     episodes = runs[0].logdir / 'train_episodes'
 
     def pause_once_training():  # past the prefill's two episodes
@@ -505,7 +507,7 @@ def test_sigusr1_pauses_the_sweep_at_episode_ends_and_the_same_call_resumes(tmp_
     assert 'paused at an episode end' in capsys.readouterr().out
     assert 'Paused at the end of an episode' in (runs[0].logdir / 'stdout.log').read_text()
     state = RunDir(runs[0].logdir).checkpoint_state()
-    assert state['step'] < 800 and state['step'] == 200 * state['episodes']
+    assert state['step'] < 1200 and state['step'] == 200 * state['episodes']
     assert not runs[1].logdir.exists()
     assert set(sweep.run_local(runs, parallel=1).values()) == {sweep.DONE}
 
