@@ -3,7 +3,9 @@
 Layers are small `tf.Module`s built eagerly with known input sizes, initialised like Keras'
 defaults (glorot-uniform kernels, zero biases, orthogonal GRU recurrent kernel). Variables are
 float32; a layer computes in the dtype of its input, so float16 inputs give mixed precision.
-Distribution parameters are returned in float32.
+With bfloat16 inputs (CEM's scoring on a CPU) only the products run in bfloat16: TensorFlow's
+CPU kernels for element-wise bfloat16 are about twice as slow as a cast to float32 and back
+around them (README, Performance). Distribution parameters are returned in float32.
 """
 
 import math
@@ -37,6 +39,11 @@ def orthogonal(rng, shape):
     return q if rows >= cols else tf.transpose(q)
 
 
+def elementwise_dtype(dtype):
+    """The dtype a layer's element-wise work (biases, activations, gates) runs in."""
+    return tf.float32 if dtype == tf.bfloat16 else dtype
+
+
 class Dense(tf.Module):
     """A fully connected layer."""
 
@@ -57,8 +64,11 @@ class Dense(tf.Module):
             batch_shape = tf.shape(x)[:-1]
             x = tf.matmul(tf.reshape(x, (-1, x.shape[-1])), kernel)
             x = tf.reshape(x, tf.concat([batch_shape, [kernel.shape[-1]]], 0))
+        dtype = x.dtype
+        x = tf.cast(x, elementwise_dtype(dtype))
         x = x + tf.cast(self.bias, x.dtype)
-        return self._act(x) if self._act else x
+        x = self._act(x) if self._act else x
+        return tf.cast(x, dtype)
 
 
 class MLP(tf.Module):
@@ -137,15 +147,17 @@ class GRUCell(tf.Module):
 
     def __call__(self, x, state):
         """One step: the next state [N, units] from input x and state."""
-        bias = tf.cast(self.bias, x.dtype)
-        inputs = tf.matmul(x, tf.cast(self.kernel, x.dtype)) + bias[0]
-        recurrent = tf.matmul(state, tf.cast(self.recurrent_kernel, x.dtype)) + bias[1]
+        dtype, wide = x.dtype, elementwise_dtype(x.dtype)
+        bias = tf.cast(self.bias, wide)
+        inputs = tf.cast(tf.matmul(x, tf.cast(self.kernel, dtype)), wide) + bias[0]
+        recurrent = tf.matmul(state, tf.cast(self.recurrent_kernel, dtype))
+        recurrent = tf.cast(recurrent, wide) + bias[1]
         x_z, x_r, x_h = tf.split(inputs, 3, -1)
         h_z, h_r, h_h = tf.split(recurrent, 3, -1)
         update = tf.sigmoid(x_z + h_z)
         reset = tf.sigmoid(x_r + h_r)
         candidate = tf.tanh(x_h + reset * h_h)
-        return update * state + (1 - update) * candidate
+        return tf.cast(update * tf.cast(state, wide) + (1 - update) * candidate, dtype)
 
 
 class RSSM(tf.Module):

@@ -80,6 +80,31 @@ def test_model_loss_falls_on_a_fixed_batch_and_posterior_leaves_the_prior():
     assert not np.allclose(post['mean'].numpy(), prior['mean'].numpy(), atol=1e-3)
 
 
+def test_bfloat16_layers_round_only_their_products():
+    """With bfloat16 inputs a layer multiplies in bfloat16 and adds, activates and gates in
+    float32, returning bfloat16 (CEM's scoring on a CPU)."""
+    rng = tf.random.Generator.from_seed(0)
+    low = lambda v: tf.cast(v, tf.bfloat16)  # noqa: E731
+    wide = lambda v: tf.cast(v, tf.float32)  # noqa: E731
+    dense = networks.Dense(rng, 5, 4, tf.nn.elu)
+    dense.bias.assign(tf.random.normal((4,)))
+    x = low(tf.random.normal((3, 5)))
+    expected = low(tf.nn.elu(wide(tf.matmul(x, low(dense.kernel))) + dense.bias))
+    assert dense(x).dtype == tf.bfloat16
+    np.testing.assert_array_equal(wide(dense(x)).numpy(), wide(expected).numpy())
+
+    cell = networks.GRUCell(rng, 5, 4)
+    cell.bias.assign(tf.random.normal((2, 12)))
+    state = low(tf.random.normal((3, 4)))
+    inputs = wide(tf.matmul(x, low(cell.kernel))) + cell.bias[0]
+    recurrent = wide(tf.matmul(state, low(cell.recurrent_kernel))) + cell.bias[1]
+    (x_z, x_r, x_h), (h_z, h_r, h_h) = tf.split(inputs, 3, -1), tf.split(recurrent, 3, -1)
+    update, reset = tf.sigmoid(x_z + h_z), tf.sigmoid(x_r + h_r)
+    expected = low(update * wide(state) + (1 - update) * tf.tanh(x_h + reset * h_h))
+    assert cell(x, state).dtype == tf.bfloat16
+    np.testing.assert_array_equal(wide(cell(x, state)).numpy(), wide(expected).numpy())
+
+
 def test_transposed_convolution_matches_tensorflow_on_1x1_and_larger_maps():
     """On a 1x1 map (a matrix product) and larger maps the layer is tf.nn.conv2d_transpose."""
     rng = tf.random.Generator.from_seed(0)
