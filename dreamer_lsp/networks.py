@@ -163,7 +163,7 @@ class GRUCell(tf.Module):
 class RSSM(tf.Module):
     """Recurrent state-space model [D §3]; a state is a dict of mean, std, stoch and deter."""
 
-    def __init__(self, rng, action_size, embed_size, stoch=30, deter=200, hidden=200, act='elu'):
+    def __init__(self, rng, action_size, embed_size, stoch, deter, hidden, act):
         super().__init__()
         act = activation(act)
         self.stoch_size, self.deter_size = stoch, deter
@@ -246,7 +246,7 @@ class RSSM(tf.Module):
 class ConvEncoder(tf.Module):
     """Four k4 s2 convolutions of depth 32*{1,2,4,8} on 64x64x3 images -> 1024 features."""
 
-    def __init__(self, rng, depth=32, act='relu', channels=3):
+    def __init__(self, rng, depth, act, channels=3):
         super().__init__()
         act = activation(act)
         sizes = [channels, depth, 2 * depth, 4 * depth, 8 * depth]
@@ -265,7 +265,7 @@ class ConvEncoder(tf.Module):
 class ConvDecoder(tf.Module):
     """Dense(32*depth), then k{5,5,6,6} s2 transposed convolutions to a 64x64x3 unit Normal."""
 
-    def __init__(self, rng, feat_size, depth=32, act='relu', channels=3):
+    def __init__(self, rng, feat_size, depth, act, channels=3):
         super().__init__()
         act = activation(act)
         self.dense = Dense(rng, feat_size, 32 * depth)
@@ -290,7 +290,7 @@ class ConvDecoder(tf.Module):
 class MLPEncoder(tf.Module):
     """Feature encoder [LSP A.3]: a 2-layer MLP of 256 ELU units."""
 
-    def __init__(self, rng, in_size, layers=2, units=256, act='elu'):
+    def __init__(self, rng, in_size, layers, units, act):
         super().__init__()
         act = activation(act)
         sizes = [in_size] + [units] * layers
@@ -320,9 +320,7 @@ class GaussianMLP(tf.Module):
     `hiro`.
     """
 
-    def __init__(
-        self, rng, in_size, out_size, layers=2, units=256, act='elu', min_std=0.1, max_std=1.5
-    ):
+    def __init__(self, rng, in_size, out_size, layers, units, act, min_std, max_std):
         super().__init__()
         self.net = MLP(rng, in_size, 2 * out_size, layers, units, activation(act))
         self._min_std, self._max_std = min_std, max_std
@@ -337,7 +335,7 @@ class GaussianMLP(tf.Module):
 class NormalHead(tf.Module):
     """A scalar unit-variance Normal head (reward, value) [ref DenseDecoder]."""
 
-    def __init__(self, rng, in_size, layers, units, act='elu'):
+    def __init__(self, rng, in_size, layers, units, act):
         super().__init__()
         self.net = MLP(rng, in_size, 1, layers, units, activation(act))
 
@@ -392,16 +390,7 @@ class ActionHead(tf.Module):
     """The actor: 4x400 ELU layers to a tanh-normal with init_std 5 [ref ActionDecoder]."""
 
     def __init__(
-        self,
-        rng,
-        in_size,
-        action_size,
-        layers=4,
-        units=400,
-        act='elu',
-        init_std=5.0,
-        min_std=1e-4,
-        mean_scale=5.0,
+        self, rng, in_size, action_size, layers, units, act, init_std, min_std, mean_scale
     ):
         super().__init__()
         self.net = MLP(rng, in_size, 2 * action_size, layers, units, activation(act))

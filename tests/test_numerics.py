@@ -56,8 +56,19 @@ def test_soft_clamp_of_the_decoder_std_by_hand():
 
 
 def test_actor_initial_std_is_five():
+    actor_config = config_lib.build().actor
     rng = tf.random.Generator.from_seed(0)
-    actor = networks.ActionHead(rng, 8, 3, layers=2, units=16)
+    actor = networks.ActionHead(
+        rng,
+        8,
+        3,
+        layers=2,
+        units=16,
+        act='elu',
+        init_std=actor_config.init_std,
+        min_std=actor_config.min_std,
+        mean_scale=actor_config.mean_scale,
+    )
     # Zero the output layer: std = softplus(0 + log(exp(5) - 1)) + 1e-4 = 5 + 1e-4, mean 0.
     actor.net.out.kernel.assign(tf.zeros_like(actor.net.out.kernel))
     dist = actor(tf.random.normal((4, 8)))
