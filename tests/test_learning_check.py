@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dreamer_lsp.replay import load_episode
+from dreamer_lsp.rundir import RunDir
 from tools import diagnose_learning, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,6 +132,47 @@ def test_the_check_reports_every_seed_and_fails_unless_all_pass(tmp_path, capsys
     assert 'seeds 0, 2 only, not written' in capsys.readouterr().out
     summary = json.loads((tmp_path / 'summary.json').read_text())['dreamer']
     assert summary['pass_rate'] == pytest.approx(2 / 3)
+
+
+def test_report_only_scores_committed_copies_and_refuses_the_wrong_runs(tmp_path, capsys):
+    """The arm's verdict reruns from the repository alone: config.yaml and metrics.jsonl,
+    without checkpoints, each checked against the command before anything is reported."""
+    check = load_script('learning_check')
+    argv = ['--regime', 'batch50', '--methods', 'dreamer', '--root', str(tmp_path)]
+    runs = [run for run in check.grid(tmp_path, 'batch50') if run.method == 'dreamer']
+
+    def write_copy(run, final_step, config):
+        run.logdir.mkdir(parents=True, exist_ok=True)
+        config.update({'logdir': '/elsewhere/lost/machine'}).save(run.logdir / 'config.yaml')
+        lines = [{'step': 5000, 'test/return': 279.0}, {'step': final_step, 'test/return': 900.0}]
+        (run.logdir / 'metrics.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
+
+    for run in runs:
+        write_copy(run, 36000, sweep.resolved_config(run))
+
+    def main(*extra):
+        return sweep.main(
+            'learning_check',
+            lambda root: check.grid(root, 'batch50'),
+            check.smoke_keep,
+            argv=argv + list(extra) + ['--report-only'],
+            report=check.report,
+            parents=[check.regime_flags()],
+        )
+
+    assert main() == 0
+    summary = json.loads((tmp_path / 'summary.json').read_text())['dreamer']
+    assert summary['pass_rate'] == 1.0 and summary['seeds']['2']['final_return'] == 900.0
+    assert not any(RunDir(run.logdir).checkpoints.exists() for run in runs)  # nothing trained
+
+    write_copy(runs[1], 24000, sweep.resolved_config(runs[1]))
+    assert main() == 2
+    assert 'dreamer/1: unfinished, no final evaluation at step 36000' in capsys.readouterr().err
+    batch8 = [run for run in check.grid(tmp_path, 'batch8') if run.method == 'dreamer']
+    write_copy(runs[1], 36000, sweep.resolved_config(batch8[1]))
+    assert main() == 2
+    error = capsys.readouterr().err
+    assert error.count('\n') == 1 and 'batch_size: 8 -> 50' in error
 
 
 def test_the_regime_picks_the_batch_and_the_default_root(tmp_path):

@@ -329,6 +329,32 @@ def _finished(run, steps):
     return RunDir(run.logdir).is_finished(steps)
 
 
+def check_reportable(run):
+    """Refuse to report a training run from its files alone (``--report-only``) unless its
+    ``config.yaml`` is what its command resolves to (its ``logdir`` aside, so a committed copy
+    elsewhere counts) and ``metrics.jsonl`` holds the final evaluation of that budget."""
+    if run.kind != 'train':
+        raise SweepError(f'{run.label}: --report-only reports training runs only')
+    run_dir = RunDir(run.logdir)
+    if not (run_dir.config.is_file() and run_dir.metrics.is_file()):
+        raise SweepError(f'{run.label}: no config.yaml and metrics.jsonl in {run.logdir}')
+    config = resolved_config(run)
+    try:
+        differences = config_lib.load_saved(run_dir.config).diff(config, ignore=('logdir',))
+    except ConfigError as error:
+        raise SweepError(f'{run.label}: {error}') from None
+    if differences:
+        raise SweepError(
+            f"{run.label}: {run_dir.config} is not this command's run. Differences (saved -> "
+            f'requested): {"; ".join(differences)}'
+        )
+    if not run_dir.final_evaluation_logged(config.steps):
+        raise SweepError(
+            f'{run.label}: unfinished, no final evaluation at step {config.steps} in '
+            f'{run_dir.metrics}'
+        )
+
+
 def slot_env(slot, gpus):
     """The environment of a local slot: the launcher's, with the slot's GPU if ``gpus``."""
     env = dict(os.environ)
@@ -674,6 +700,12 @@ def build_parser(default_root, description=None, parents=()):
     parser.add_argument(
         '--dry-run', action='store_true', help='print every command, one per line, in order'
     )
+    parser.add_argument(
+        '--report-only',
+        action='store_true',
+        help="train nothing: report from the selected runs' config.yaml and metrics.jsonl under "
+        '--root (e.g. the committed copies in results/), each checked against its command',
+    )
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
         '--smoke',
@@ -728,11 +760,12 @@ def main(
 
     ``grid(root)`` lists the experiment's runs; ``smoke_keep(run)`` selects the runs ``--smoke``
     keeps (with everything they depend on). ``report(runs, root)``, if given, runs after a local
-    sweep (not a dry run or a SLURM submission) and returns the exit code instead, e.g. a check's
-    verdict over the runs. Runs go to ``--root``, else to ``default_root`` (default
-    ``runs/<experiment>``) with a ``-smoke`` or ``-debug`` suffix for those sizes, so a tiny
-    sweep never shares a directory with a real one. ``parents``: argparse parsers (built with
-    ``add_help=False``) of the script's own flags, listed in ``--help`` and accepted here.
+    sweep (not a dry run or a SLURM submission), or alone with ``--report-only``, and returns the
+    exit code instead, e.g. a check's verdict over the runs. Runs go to ``--root``, else to
+    ``default_root`` (default ``runs/<experiment>``) with a ``-smoke`` or ``-debug`` suffix for
+    those sizes, so a tiny sweep never shares a directory with a real one. ``parents``: argparse
+    parsers (built with ``add_help=False``) of the script's own flags, listed in ``--help`` and
+    accepted here.
     """
     default_root = default_root or f'runs/{experiment}'
     args = build_parser(default_root, description, parents).parse_args(argv)
@@ -750,6 +783,12 @@ def main(
             for run in runs:
                 print(shlex.join(run.command()))
             return 0
+        if args.report_only:
+            if report is None:
+                raise SweepError(f'{experiment} has no report; --report-only needs one')
+            for run in runs:
+                check_reportable(run)
+            return report(runs, root)
         print(f'{experiment}: {len(runs)} runs under {root}', flush=True)
         if args.backend == 'slurm':
             options = dict(option.partition('=')[::2] for option in args.slurm_option)

@@ -12,8 +12,10 @@ value, actor gradient norm) next to the largest imagined value of the run, and w
     python scripts/experiments/learning_check.py --regime batch50 --methods dreamer --parallel 2
 
 The same command resumes interrupted seeds and, once all are finished, prints the summary
-again. `--regime` picks the batch: `batch8` (the `learning_check` block) or `batch50` (the
-paper's batch, otherwise the same); runs go to `runs/learning_check/<regime>/` (with `-smoke`
+again; with `--report-only` it trains nothing and reports the runs' files under `--root` (the
+committed copies in results/learning_check/<regime>/, checked against the command).
+`--regime` picks the batch: `batch8` (the `learning_check` block) or `batch50` (the paper's
+batch, otherwise the same); runs go to `runs/learning_check/<regime>/` (with `-smoke`
 or `-debug` for those sizes) unless `--root` says otherwise. `--steps N` trains longer than the
 block's 36,000 steps: finished runs resume exactly where they stopped and continue to N (the
 regime study's extension to 100k, results/learning_check/PROTOCOL.md). LSP scores CEM
