@@ -57,7 +57,27 @@ def split_task(task, domains):
     return domain, name
 
 
-class DMCEnv:
+class _EnvSpec:
+    """The spaces an environment reports, set by its constructor as `_obs_space`,
+    `_action_size` and `_action_bounds`."""
+
+    @property
+    def obs_space(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Maps every observation key to its (shape, dtype)."""
+        return dict(self._obs_space)
+
+    @property
+    def action_size(self) -> int:
+        """The number of action dimensions."""
+        return self._action_size
+
+    @property
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (low, high) float32 bounds of the action."""
+        return self._action_bounds
+
+
+class DMCEnv(_EnvSpec):
     """A DeepMind Control task with proprioceptive features or pixels, plus the physics state."""
 
     def __init__(
@@ -101,21 +121,6 @@ class DMCEnv:
         state = self.random_state()
         self._obs_space = {key: (value.shape, value.dtype) for key, value in self.reset().items()}
         self.set_random_state(state)
-
-    @property
-    def obs_space(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """Maps every observation key to its (shape, dtype)."""
-        return dict(self._obs_space)
-
-    @property
-    def action_size(self) -> int:
-        """The number of action dimensions."""
-        return self._action_size
-
-    @property
-    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """The (low, high) float32 bounds of the action."""
-        return self._action_bounds
 
     def reset(self) -> dict:
         """Starts an episode and returns its first observation."""
@@ -406,7 +411,7 @@ def _shutdown(process, conn):
     conn.close()
 
 
-class ProcessEnv:
+class ProcessEnv(_EnvSpec):
     """A `make_env(**make_env_kwargs)` environment running in a spawned worker process.
 
     Besides the synchronous interface, `step_async` and `step_wait` let the caller overlap its own
@@ -436,21 +441,6 @@ class ProcessEnv:
         except BaseException:
             self.close()
             raise
-
-    @property
-    def obs_space(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """Maps every observation key to its (shape, dtype)."""
-        return dict(self._obs_space)
-
-    @property
-    def action_size(self) -> int:
-        """The number of action dimensions."""
-        return self._action_size
-
-    @property
-    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """The (low, high) bounds of the action."""
-        return self._action_bounds
 
     def reset(self) -> dict:
         """Starts an episode and returns its first observation."""
