@@ -8,6 +8,8 @@ Every script under ``scripts/experiments/`` writes its grid as data (a list of `
     python scripts/experiments/fig5_transfer.py --backend slurm --slurm-partition gpu
     python scripts/experiments/cove_transfer.py --smoke                # tiny, but every stage
     python scripts/experiments/fig4_single_tasks.py --debug --tasks dmc_walker_walk --seeds 0 1
+    python scripts/experiments/learning_check.py --root results/learning_check/batch8 \
+        --methods dreamer --report-only                              # a verdict from the files
 
 Layout (SPEC, Logdir contract): a training run writes ``<root>/<task>/<method>/<seed>/``; runs
 with pixels (``dmc_vision``) use the task directory ``<task>_pixels`` so that Fig. 4's feature
@@ -336,8 +338,9 @@ def check_reportable(run):
     if run.kind != 'train':
         raise SweepError(f'{run.label}: --report-only reports training runs only')
     run_dir = RunDir(run.logdir)
-    if not (run_dir.config.is_file() and run_dir.metrics.is_file()):
-        raise SweepError(f'{run.label}: no config.yaml and metrics.jsonl in {run.logdir}')
+    missing = [path.name for path in (run_dir.config, run_dir.metrics) if not path.is_file()]
+    if missing:
+        raise SweepError(f'{run.label}: no {" or ".join(missing)} in {run.logdir}')
     config = resolved_config(run)
     try:
         differences = config_lib.load_saved(run_dir.config).diff(config, ignore=('logdir',))
