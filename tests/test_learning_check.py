@@ -150,12 +150,12 @@ def test_report_only_scores_committed_copies_and_refuses_the_wrong_runs(tmp_path
     for run in runs:
         write_copy(run, 36000, sweep.resolved_config(run))
 
-    def main(*extra):
+    def main():
         return sweep.main(
             'learning_check',
             lambda root: check.grid(root, 'batch50'),
             check.smoke_keep,
-            argv=argv + list(extra) + ['--report-only'],
+            argv=argv + ['--report-only'],
             report=check.report,
             parents=[check.regime_flags()],
         )

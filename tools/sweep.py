@@ -340,7 +340,7 @@ def check_reportable(run):
     run_dir = RunDir(run.logdir)
     missing = [path.name for path in (run_dir.config, run_dir.metrics) if not path.is_file()]
     if missing:
-        raise SweepError(f'{run.label}: no {" or ".join(missing)} in {run.logdir}')
+        raise SweepError(f'{run.label}: no {", ".join(missing)} in {run.logdir}')
     config = resolved_config(run)
     try:
         differences = config_lib.load_saved(run_dir.config).diff(config, ignore=('logdir',))
