@@ -11,7 +11,7 @@ from dreamer_lsp.rundir import atomic_write_text
 class Logger:
     """Collects scalars and writes them per `step` (environment steps) to a `RunDir`.
 
-    `scalar` lines (episode returns, evaluation) are written at once; `average` values (train
+    `scalars` lines (episode returns, evaluation) are written at once; `average` values (train
     metrics) are averaged until the next `write`. Each `write` appends one JSON line.
     """
 

@@ -244,7 +244,8 @@ class RSSM(tf.Module):
 
 
 class ConvEncoder(tf.Module):
-    """Four k4 s2 convolutions of depth 32*{1,2,4,8} on 64x64x3 images -> 1024 features."""
+    """Four k4 s2 convolutions of `depth` x {1, 2, 4, 8} channels on 64x64 images, flattened
+    (1024 features at the default depth 32)."""
 
     def __init__(self, rng, depth, act, channels=3):
         super().__init__()
@@ -288,7 +289,7 @@ class ConvDecoder(tf.Module):
 
 
 class MLPEncoder(tf.Module):
-    """Feature encoder [LSP A.3]: a 2-layer MLP of 256 ELU units."""
+    """Feature encoder: an MLP of `layers` x `units` (2 x 256 ELU in the paper's A.3)."""
 
     def __init__(self, rng, in_size, layers, units, act):
         super().__init__()
@@ -387,7 +388,7 @@ class TanhNormal:
 
 
 class ActionHead(tf.Module):
-    """The actor: 4x400 ELU layers to a tanh-normal with init_std 5 [ref ActionDecoder]."""
+    """The actor: an MLP to a tanh-normal whose std starts at `init_std` [ref ActionDecoder]."""
 
     def __init__(
         self, rng, in_size, action_size, layers, units, act, init_std, min_std, mean_scale

@@ -58,7 +58,7 @@ def _obstacle_name(index):
     return f'obstacle_{index:02d}'
 
 
-def _f32(values):
+def _round_to_float32(values):
     # Arena values are rounded to float32 when sampled so a stored vector restores them exactly.
     return np.asarray(values, np.float32).astype(np.float64)
 
@@ -211,7 +211,7 @@ class Reach(_Task):
         """Samples a goal at a random bearing and distance, then places the robot."""
         bearing = self.random.uniform(0, 2 * np.pi)
         distance = self.random.uniform(*self._goal_distance)
-        self._goal = _f32(distance * np.array([np.cos(bearing), np.sin(bearing)]))
+        self._goal = _round_to_float32(distance * np.array([np.cos(bearing), np.sin(bearing)]))
         self._apply_arena(physics)
         self._place_robot(physics, upright=self.upright_start)
         super().initialize_episode(physics)
@@ -257,7 +257,7 @@ class Obstacles(_Task):
             position = self.random.uniform(-self._arena_size, self._arena_size, size=2)
             while np.linalg.norm(position) < min_distance:
                 position = self.random.uniform(-self._arena_size, self._arena_size, size=2)
-            self._obstacles[index] = _f32(position)
+            self._obstacles[index] = _round_to_float32(position)
         self._apply_arena(physics)
         self._place_robot(physics, upright=True)
         super().initialize_episode(physics)
@@ -317,8 +317,8 @@ class Cove(_Task):
         """Turns the cove layout about the start and places the robot facing the goal."""
         angle = self.random.uniform(-self._rotation_range, self._rotation_range)
         rotation = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
-        self._goal = _f32(self._goal_layout @ rotation)
-        self._obstacles = _f32(self._layout @ rotation)
+        self._goal = _round_to_float32(self._goal_layout @ rotation)
+        self._obstacles = _round_to_float32(self._layout @ rotation)
         self._apply_arena(physics)
         self._place_robot(physics, upright=True, yaw=angle)
         super().initialize_episode(physics)

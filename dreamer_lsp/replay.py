@@ -29,15 +29,15 @@ def save_episode(directory, episode, index: int) -> pathlib.Path:
     steps = check_episode(episode) - 1
     path = directory / f'{index:06d}-{steps}.npz'
     # The temporary name does not end in .npz, so loaders never see a partial file.
-    tmp = directory / f'.tmp-{uuid.uuid4().hex}'
+    temporary = directory / f'.tmp-{uuid.uuid4().hex}'
     try:
-        with open(tmp, 'wb') as f:
-            np.savez_compressed(f, **episode)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with open(temporary, 'wb') as file:
+            np.savez_compressed(file, **episode)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
 
@@ -206,31 +206,17 @@ class Replay:
         with self._cond:
             return [entry.name for entry in self._entries if entry.name in self._cache]
 
-    def add(self, episode, name: str | None = None) -> pathlib.Path:
-        """Save ``episode`` under the next index, add it to memory and return its path.
-
-        If ``name`` is given the episode is already saved as ``<directory>/<name>.npz`` (e.g. by
-        ``save_episode`` in a worker process) and is only added to memory.
-        """
+    def add(self, episode) -> pathlib.Path:
+        """Save ``episode`` under the next index, add it to memory and return its path."""
         episode = {key: np.asarray(value) for key, value in episode.items()}
         length = check_episode(episode)
-        if name is None:
-            with self._cond:
-                index = self._next_index
-                self._next_index += 1
-            path = save_episode(self.directory, episode, index)
-        else:
-            path = self.directory / f'{name}.npz'
-            parsed = parse_episode_name(name)
-            if parsed is None or parsed[1] != length - 1 or not path.is_file():
-                raise ValueError(f'{path} is not a saved file of this {length - 1}-step episode')
-            index = parsed[0]
         with self._cond:
-            if any(entry.name == path.stem for entry in self._entries):
-                raise ValueError(f'episode {path.stem} was already added')
+            index = self._next_index
+            self._next_index += 1
+        path = save_episode(self.directory, episode, index)
+        with self._cond:
             self._entries.append(_Entry(path.stem, index, length - 1, self._clock))
             self._entries.sort(key=lambda entry: entry.index)
-            self._next_index = max(self._next_index, index + 1)
             self._cache[path.stem] = episode
             self._purge()
         return path

@@ -113,6 +113,11 @@ class RunDir:
         except (OSError, ValueError):
             return None
 
+    def checkpoint_step(self):
+        """The environment step of the newest checkpoint, or None without a readable one."""
+        state = self.checkpoint_state()
+        return None if state is None else state.get('step')
+
     def save_checkpoint(self, name, write_variables, state, keep):
         """Write checkpoint `name` atomically and keep only the newest `keep`.
 
@@ -200,6 +205,5 @@ class RunDir:
         in the last episode checkpoints past `steps` before the final evaluation, and SIGKILL
         between the final evaluation and the final checkpoint leaves an older checkpoint.
         """
-        state = self.checkpoint_state()
-        step = None if state is None else state.get('step')
+        step = self.checkpoint_step()
         return step is not None and step >= steps and self.final_evaluation_logged(steps)

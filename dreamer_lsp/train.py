@@ -74,8 +74,7 @@ def check_saved_config(config, run_dir):
         )
     # A run extended past the requested budget would otherwise count as finished at it, its
     # later evaluations mixed into the shorter run's results.
-    state = run_dir.checkpoint_state()
-    step = None if state is None else state.get('step')
+    step = run_dir.checkpoint_step()
     if config.steps < saved.steps and step is not None and step > config.steps:
         raise ConfigError(
             f'{run_dir} was extended to {saved.steps} steps and is at step {step}, past the '
@@ -366,7 +365,7 @@ class Trainer:
         return self.config.pretrain + (loop.step - loop.prefill_end) // self.config.train_every
 
     def train_until_due(self):
-        """Run every update owed so far; log when a log interval has passed."""
+        """Run every update owed so far and add their metrics to the log interval's averages."""
         # A stop request ends training here; owed updates run after the resume.
         while self.loop.updates < self.updates_due() and not STOP_REQUESTED.is_set():
             if self.dataset is None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from dreamer_lsp.config import ConfigError
 from dreamer_lsp.envs import ProcessEnv
+from dreamer_lsp.rundir import atomic_write_text
 from dreamer_lsp.train import env_kwargs
 from tools.skill_rollouts import cem_run_config, load_agent
 
@@ -120,7 +121,7 @@ def main(argv=None):
             f'CEM {row["cem_ms_median"]:.0f} ms'
         )
     if args.json:
-        args.json.write_text(json.dumps(dict(run=str(args.run), rows=rows), indent=2))
+        atomic_write_text(args.json, json.dumps(dict(run=str(args.run), rows=rows), indent=2))
 
 
 if __name__ == '__main__':

@@ -78,7 +78,7 @@ def summary(times):
     return dict(median=statistics.median(times), min=min(times), max=max(times), runs=len(times))
 
 
-def fmt(stats, unit='s', scale=1.0):
+def format_stats(stats, unit='s', scale=1.0):
     """'median (min-max) unit'."""
     return (
         f'{stats["median"] * scale:.3f} ({stats["min"] * scale:.3f}-{stats["max"] * scale:.3f})'
@@ -191,15 +191,15 @@ def build(preset, obs_type, args, overrides=None, small=False):
     )
     agent = make_agent(config, space, action_size)
     rng = np.random.default_rng(0)
-    b, t = config.batch_size, config.batch_length
+    shape = (config.batch_size, config.batch_length)
     data = {
-        'action': tf.constant(rng.uniform(-1, 1, (b, t, action_size)), tf.float32),
-        'reward': tf.constant(rng.normal(size=(b, t)), tf.float32),
+        'action': tf.constant(rng.uniform(-1, 1, (*shape, action_size)), tf.float32),
+        'reward': tf.constant(rng.normal(size=shape), tf.float32),
     }
     if obs_type == 'features':
-        data['features'] = tf.constant(rng.normal(size=(b, t, feature_size)), tf.float32)
+        data['features'] = tf.constant(rng.normal(size=(*shape, feature_size)), tf.float32)
     else:
-        data['image'] = tf.constant(rng.integers(0, 256, (b, t, 64, 64, 3)), tf.uint8)
+        data['image'] = tf.constant(rng.integers(0, 256, (*shape, 64, 64, 3)), tf.uint8)
     return agent, data
 
 
@@ -509,7 +509,8 @@ def main(argv=None):
             result = results[case] = bench_update_case(case, args)
             share = f' = {100 * result["gflops"] / peak:.0f}% of peak' if peak else ''
             print(
-                f'{case}: {fmt(result["seconds"])} per update, {result["flops"] / 1e9:.1f} GFLOP, '
+                f'{case}: {format_stats(result["seconds"])} per update, '
+                f'{result["flops"] / 1e9:.1f} GFLOP, '
                 f'{result["gflops"]:.1f} GFLOP/s{share}',
                 flush=True,
             )
@@ -520,7 +521,7 @@ def main(argv=None):
             for name, result in results[case].items():
                 print(
                     f'{case} ({name}, {result["starts"]} starts): '
-                    f'{fmt(result["seconds"], "ms", 1e3)}'
+                    f'{format_stats(result["seconds"], "ms", 1e3)}'
                     f', {result["flops"] / 1e9:.2f} GFLOP, {result["gflops"]:.1f} GFLOP/s',
                     flush=True,
                 )

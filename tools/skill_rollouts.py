@@ -30,6 +30,9 @@ from dreamer_lsp.envs import ProcessEnv
 from dreamer_lsp.rundir import RunDir, atomic_write_text
 from dreamer_lsp.train import env_kwargs
 
+# Defaults of the figure and the motion report, for the command line and `skill_motion` alike.
+SKILLS, REPEATS, STEPS, VIDEO_SIZE = 5, 4, 60, 128
+
 
 def run_skill(agent, env, skill, steps, initial_state, sample):
     """One rollout of q_φ(a | s, z) with `skill` [D] fixed, from the task's `initial_state`.
@@ -113,7 +116,7 @@ def load_agent(run, env, config):
     return agent
 
 
-def skill_motion(run, skills=5, repeats=4, steps=60, seed=0, video_size=64):
+def skill_motion(run, skills=SKILLS, repeats=REPEATS, steps=STEPS, seed=0, video_size=VIDEO_SIZE):
     """Roll out `skills` skills (N(0, I), seeded) of `run` from one initial physics state.
 
     Returns the motion report (`motion_spread` of the final qpos of `repeats` sampled rollouts
@@ -169,12 +172,14 @@ def main(argv=None):
     )
     parser.add_argument('--run', type=pathlib.Path, required=True, help='a skill run logdir')
     parser.add_argument('--out', type=pathlib.Path, required=True, help='PNG path')
-    parser.add_argument('--skills', type=int, default=5, help='rows: skills drawn from N(0, I)')
-    parser.add_argument('--repeats', type=int, default=4, help='sampled rollouts per skill')
-    parser.add_argument('--steps', type=int, default=60, help='agent steps per rollout')
+    parser.add_argument(
+        '--skills', type=int, default=SKILLS, help='rows: skills drawn from N(0, I)'
+    )
+    parser.add_argument('--repeats', type=int, default=REPEATS, help='sampled rollouts per skill')
+    parser.add_argument('--steps', type=int, default=STEPS, help='agent steps per rollout')
     parser.add_argument('--stride', type=int, default=6, help='agent steps between columns')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--video-size', type=int, default=128)
+    parser.add_argument('--video-size', type=int, default=VIDEO_SIZE, help='frame side in pixels')
     parser.add_argument('--json', type=pathlib.Path, help='also write the motion report here')
     args = parser.parse_args(argv)
     if args.skills < 2 or args.repeats < 2:

@@ -313,12 +313,6 @@ def validate(runs):
                 raise SweepError(f'{run.label}: {error}') from None
 
 
-def checkpoint_step(logdir):
-    """The environment step of a run's latest checkpoint, or None without one."""
-    state = RunDir(logdir).checkpoint_state()
-    return None if state is None else state.get('step')
-
-
 def is_finished(run):
     """Whether the run has nothing left to do (see the module docstring)."""
     return _finished(run, resolved_config(run).steps if run.kind == 'train' else None)
@@ -487,7 +481,7 @@ def run_local(runs, parallel=1, gpus=()):
                             _say(BUSY, run, 'another launcher is running it')
                             continue
                         running[run.logdir] = started
-                        step = checkpoint_step(run.logdir)
+                        step = RunDir(run.logdir).checkpoint_step()
                         where = f'from step {step}' if step is not None else 'new'
                         gpu = f', gpu {gpus[slot % len(gpus)]}' if gpus else ''
                         _say('resume' if step is not None else 'start', run, f'({where}{gpu})')

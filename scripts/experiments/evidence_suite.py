@@ -38,7 +38,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.experiments import learning_check  # noqa: E402
-from scripts.experiments.learning_check import run_args  # noqa: E402
 from tools import sweep  # noqa: E402
 
 SOURCE_TASK = learning_check.TASK
@@ -68,7 +67,7 @@ def grid(root, regime='batch8', steps=None):
             preset,
             seed,
             'learning_check',
-            args=run_args(preset, regime, steps) + variant,
+            args=learning_check.run_args(preset, regime, steps) + variant,
             label=label,
         )
         for label, (preset, variant) in SINGLE_TASK.items()
@@ -90,7 +89,7 @@ def grid(root, regime='batch8', steps=None):
             'small_reach',
             sources[label, seed],
             relabeled[label, seed],
-            run_args(method, regime),
+            learning_check.run_args(method, regime),
         )
         for method, label in TARGET_SOURCES.items()
         for seed in learning_check.SEEDS
@@ -103,7 +102,7 @@ def grid(root, regime='batch8', steps=None):
             seed,
             'small_reach_sparse',
             sources[label, seed],
-            args=run_args(method, regime),
+            args=learning_check.run_args(method, regime),
         )
         for method, label in SPARSE_SOURCES.items()
         for seed in learning_check.SEEDS
