@@ -149,8 +149,11 @@ def report(runs, root):
                 + ('' if result['passed'] else '  FAIL')
             )
         code = code or int(passed < len(seeds))
-    atomic_write_text(path, json.dumps(summary, indent=2))
-    print(f'learning check: {"PASS" if code == 0 else "FAIL"}; summary in {root}/summary.json')
+    verdict = f'learning check: {"PASS" if code == 0 else "FAIL"}'
+    if summary:
+        atomic_write_text(path, json.dumps(summary, indent=2))
+        verdict += f'; summary in {path}'
+    print(verdict)
     return code
 
 
