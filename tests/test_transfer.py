@@ -221,7 +221,9 @@ def test_skill_rollouts_figure_from_a_checkpoint(source_run, tmp_path):
 
 
 def test_skill_motion_spreads_different_skills_in_the_simulator(source_run):
-    report, rows = skill_rollouts.skill_motion(source_run, skills=3, repeats=2, steps=8)
+    report, rows = skill_rollouts.skill_motion(
+        source_run, skills=3, repeats=2, steps=8, video_size=64
+    )
     assert len(rows) == 3 and rows[0].shape == (9, 64, 64, 3)
     assert report['between_skills'] > 0 and report['within_skill'] > 0
     assert report['ratio'] == pytest.approx(report['between_skills'] / report['within_skill'])
