@@ -5,7 +5,7 @@ defaults (glorot-uniform kernels, zero biases, orthogonal GRU recurrent kernel).
 float32; a layer computes in the dtype of its input, so float16 inputs give mixed precision.
 With bfloat16 inputs (CEM's scoring on a CPU) only the products run in bfloat16: TensorFlow's
 CPU kernels for element-wise bfloat16 are about twice as slow as a cast to float32 and back
-around them (README, Performance). Distribution parameters are returned in float32.
+around them (docs/performance.md). Distribution parameters are returned in float32.
 """
 
 import math

@@ -37,7 +37,7 @@ from tools import scores, sweep  # noqa: E402
 TASK = 'dmc_cartpole_balance'
 METHODS = ('dreamer', 'lsp')
 SEEDS = (0, 1, 2)
-# Presets that run CEM score it on a subset of the batch's start states (README, Performance).
+# Presets that run CEM score it on a subset of the batch's start states (docs/performance.md).
 CEM_PRESETS = ('lsp', 'no_mi', 'lsp_fixed_policy')
 CEM_ARGS = ('--cem.train_starts', '64')
 REGIME_ARGS = {'batch8': (), 'batch50': ('--batch_size', '50')}
