@@ -12,7 +12,8 @@ class Logger:
     """Collects scalars and writes them per `step` (environment steps) to a `RunDir`.
 
     `scalars` lines (episode returns, evaluation) are written at once; `average` values (train
-    metrics) are averaged until the next `write`. Each `write` appends one JSON line.
+    metrics) are averaged until the next `write`. Each `write` appends one JSON line, with the
+    rates since the last one and `wall_seconds`, the time the run has spent over all its starts.
     """
 
     def __init__(self, run_dir, total_steps):
@@ -21,6 +22,8 @@ class Logger:
         self.total_steps = total_steps
         self._sums, self._counts = {}, {}
         self._last_time = time.time()
+        self._started = time.monotonic()
+        self._seconds_before = 0.0
         self._last_step = None
         self._last_updates = None
         self.recent = {}
@@ -54,6 +57,14 @@ class Logger:
         self._sums = {key: sum_ for key, (sum_, _) in pending.items()}
         self._counts = {key: count for key, (_, count) in pending.items()}
 
+    def wall_seconds(self):
+        """Seconds since this logger started, plus those of the run's earlier starts."""
+        return self._seconds_before + time.monotonic() - self._started
+
+    def restore_wall_seconds(self, seconds):
+        """Count on from a checkpoint's `wall_seconds()`."""
+        self._seconds_before = seconds
+
     def scalars(self, step, values):
         """Write one JSON line and TensorBoard scalars now."""
         values = {k: float(v) for k, v in values.items()}
@@ -75,6 +86,7 @@ class Logger:
             values['updates_per_second'] = (updates - self._last_updates) / (now - self._last_time)
         self._last_time, self._last_step, self._last_updates = now, step, updates
         values['updates'] = updates
+        values['wall_seconds'] = self.wall_seconds()
         self.scalars(step, values)
         self.print_line(step)
 

@@ -215,6 +215,7 @@ class Trainer:
             eval_env=_rng_state_to_json(self.eval_env.random_state()),
             logger_recent=self.logger.recent,
             logger_pending=self.logger.pending(),
+            logger_wall_seconds=self.logger.wall_seconds(),
             compute_dtype=self.agent.dtype.name,
         )
         self.run_dir.save_checkpoint(
@@ -251,8 +252,9 @@ class Trainer:
         self.train_env.set_random_state(_rng_state_from_json(state['train_env']))
         self.eval_env.set_random_state(_rng_state_from_json(state['eval_env']))
         self.logger.recent.update(state['logger_recent'])
-        # Checkpoints written before the pending averages were saved lack them.
+        # Checkpoints written before the pending averages and the wall time were saved lack them.
         self.logger.restore_pending(state.get('logger_pending', {}))
+        self.logger.restore_wall_seconds(state.get('logger_wall_seconds', 0.0))
         self.logger.truncate_after(self.loop.step)
         loop = self.loop
         print(

@@ -2,6 +2,7 @@
 
 import functools
 import json
+import time
 
 import numpy as np
 import pytest
@@ -185,6 +186,17 @@ def test_the_loggers_pending_averages_survive_a_checkpoint(tmp_path):
     for name in ('first', 'second'):
         line = json.loads((tmp_path / name / 'metrics.jsonl').read_text())
         assert line['train/loss'] == 3.0 and line['train/norm'] == 4.0
+
+
+def test_the_wall_time_counts_on_over_a_resume(tmp_path):
+    logger = Logger(RunDir(tmp_path), 100)
+    logger.restore_wall_seconds(3600.0)  # an earlier start's count, from its checkpoint
+    begin = time.monotonic()
+    logger.write(10, 3)
+    took = time.monotonic() - begin
+    logger.close()
+    line = json.loads((tmp_path / 'metrics.jsonl').read_text())
+    assert 3600.0 < line['wall_seconds'] < 3600.0 + took + 60.0
 
 
 def test_a_checkpoint_of_another_agent_stops_the_resume_and_stays_in_place(tmp_path):

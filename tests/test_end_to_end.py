@@ -82,6 +82,7 @@ def test_a_run_writes_every_logdir_artifact(finished_run):
         'test/length',
         'test/seconds',
         'fps',
+        'wall_seconds',
         'train/model_loss',
         'train/actor_loss',
         'train/value_loss',
@@ -115,7 +116,7 @@ def test_rerunning_a_finished_run_does_nothing_new(finished_run):
 
 
 # Logged values that measure time, not what the run computed.
-TIMING_KEYS = ('fps', 'updates_per_second', 'train/acting/step_ms', 'test/seconds')
+TIMING_KEYS = ('fps', 'updates_per_second', 'wall_seconds', 'train/acting/step_ms', 'test/seconds')
 
 
 def test_a_paused_run_resumes_as_if_it_had_not_stopped(finished_run, tmp_path):
@@ -150,6 +151,9 @@ def test_a_paused_run_resumes_as_if_it_had_not_stopped(finished_run, tmp_path):
     # The fixture run may have been extended by another test: compare the same steps.
     reference_lines = [line for line in metrics(reference) if line['step'] <= 1200]
     assert len(paused_lines) == len(reference_lines)
+    # The resumed run counts its wall time on from the paused one's.
+    walls = [line['wall_seconds'] for line in paused_lines if 'wall_seconds' in line]
+    assert len(walls) > 2 and walls == sorted(walls)
     for paused_line, reference_line in zip(paused_lines, reference_lines):
         for key in TIMING_KEYS:
             paused_line.pop(key, None), reference_line.pop(key, None)

@@ -114,6 +114,7 @@ def test_the_check_reports_every_seed_and_fails_unless_all_pass(tmp_path, capsys
             },
             {'step': 9000, 'test/return': best},
             {'step': 36000, 'test/return': 120.0},
+            {'step': 36000, 'updates': 6300, 'wall_seconds': 5400.0},
         ]
         (run.logdir / 'metrics.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
     assert check.report(dreamer, tmp_path) == 1
@@ -122,8 +123,9 @@ def test_the_check_reports_every_seed_and_fails_unless_all_pass(tmp_path, capsys
     seed = summary['seeds']['1']
     assert seed['best_return'] == 279.0 and seed['final_return'] == 120.0
     assert not seed['passed'] and seed['max_imag_value'] == 205.0
-    assert seed['train/actor_grad_norm'] == 0.02
-    assert 'FAIL' in capsys.readouterr().out
+    assert seed['train/actor_grad_norm'] == 0.02 and seed['wall_seconds'] == 5400.0
+    output = capsys.readouterr().out
+    assert 'FAIL' in output and '1.50' in output  # hours
     passing = dreamer[::2]
     with (passing[0].logdir / 'metrics.jsonl').open('a') as file:
         file.write('{"step": 36')  # a line cut short by a kill is skipped

@@ -3,8 +3,9 @@
 Each seed trains with the `learning_check` block and passes when one of its evaluations
 exceeds 800 (the random prefill policy scores about 300, the constant saturated action about
 136). The check passes only when every seed passes. It prints, per seed, the best and final
-evaluation returns and the health metrics of its last log interval (action entropy, imagined
-value, actor gradient norm) next to the largest imagined value of the run, and writes them to
+evaluation returns, the health metrics of its last log interval (action entropy, imagined
+value, actor gradient norm) next to the largest imagined value of the run, and its wall time
+over all its starts (runs of code that did not log it show none), and writes them to
 ``<root>/summary.json``.
 
     python scripts/experiments/learning_check.py --methods dreamer --parallel 2
@@ -105,7 +106,8 @@ def smoke_keep(run):
 
 
 def seed_result(logdir):
-    """Best and final evaluation, pass, and the health metrics of one finished run."""
+    """Best and final evaluation, pass, the health metrics and the wall time of one finished
+    run."""
     lines = scores.read_metrics(RunDir(logdir).metrics)
     steps, returns = scores.metric_series(lines, 'test/return')
     evaluations = [(int(step), float(value)) for step, value in zip(steps, returns)]
@@ -117,6 +119,9 @@ def seed_result(logdir):
         final_return=evaluations[-1][1],
         passed=best > PASS_RETURN,
         max_imag_value=max((line['train/imag_value'] for line in training), default=None),
+        wall_seconds=next(
+            (line['wall_seconds'] for line in reversed(lines) if 'wall_seconds' in line), None
+        ),
     )
     result.update({key: training[-1][key] for key in HEALTH if training})
     return result
@@ -138,15 +143,19 @@ def report(runs, root):
         else:
             print(f'{method}: seeds {", ".join(map(str, seeds))} only, not written to {path}')
         print(f'{method}: {passed}/{len(seeds)} seeds pass (best evaluation > {PASS_RETURN:.0f})')
-        print('  seed   best  final  action_ent  imag_value  max imag_value  actor_grad_norm')
+        print(
+            '  seed   best  final  action_ent  imag_value  max imag_value  actor_grad_norm  hours'
+        )
         for seed, result in seeds.items():
+            wall = result['wall_seconds']
+            hours = '      -' if wall is None else f'{wall / 3600:7.2f}'
             print(
                 f'  {seed:>4} {result["best_return"]:6.0f} {result["final_return"]:6.0f} '
                 f'{result.get("train/action_ent", float("nan")):11.2f} '
                 f'{result.get("train/imag_value", float("nan")):11.1f} '
                 f'{result["max_imag_value"] or float("nan"):15.1f} '
                 f'{result.get("train/actor_grad_norm", float("nan")):16.3f}'
-                + ('' if result['passed'] else '  FAIL')
+                f'{hours}' + ('' if result['passed'] else '  FAIL')
             )
         code = code or int(passed < len(seeds))
     verdict = f'learning check: {"PASS" if code == 0 else "FAIL"}'
