@@ -155,7 +155,8 @@ def report(runs, root):
                 f'{result.get("train/imag_value", float("nan")):11.1f} '
                 f'{result["max_imag_value"] or float("nan"):15.1f} '
                 f'{result.get("train/actor_grad_norm", float("nan")):16.3f}'
-                f'{hours}' + ('' if result['passed'] else '  FAIL')
+                + hours
+                + ('' if result['passed'] else '  FAIL')
             )
         code = code or int(passed < len(seeds))
     verdict = f'learning check: {"PASS" if code == 0 else "FAIL"}'
