@@ -113,8 +113,8 @@ def test_the_check_reports_every_seed_and_fails_unless_all_pass(tmp_path, capsys
                 'train/actor_grad_norm': 0.02,
             },
             {'step': 9000, 'test/return': best},
-            {'step': 36000, 'test/return': 120.0},
-            {'step': 36000, 'updates': 6300, 'wall_seconds': 5400.0},
+            {'step': 100000, 'test/return': 120.0},
+            {'step': 100000, 'updates': 19100, 'wall_seconds': 5400.0},
         ]
         (run.logdir / 'metrics.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
     assert check.report(dreamer, tmp_path) == 1
@@ -128,7 +128,7 @@ def test_the_check_reports_every_seed_and_fails_unless_all_pass(tmp_path, capsys
     assert 'FAIL' in output and '1.50' in output  # hours
     passing = dreamer[::2]
     with (passing[0].logdir / 'metrics.jsonl').open('a') as file:
-        file.write('{"step": 36')  # a line cut short by a kill is skipped
+        file.write('{"step": 10')  # a line cut short by a kill is skipped
     assert check.report(passing, tmp_path) == 0
     # Two of three seeds are not the check's result: the summary keeps the whole check's.
     assert 'seeds 0, 2 only, not written' in capsys.readouterr().out
@@ -150,7 +150,7 @@ def test_report_only_scores_committed_copies_and_refuses_the_wrong_runs(tmp_path
         (run.logdir / 'metrics.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
 
     for run in runs:
-        write_copy(run, 36000, sweep.resolved_config(run))
+        write_copy(run, 100000, sweep.resolved_config(run))
 
     def main():
         return sweep.main(
@@ -169,9 +169,9 @@ def test_report_only_scores_committed_copies_and_refuses_the_wrong_runs(tmp_path
 
     write_copy(runs[1], 24000, sweep.resolved_config(runs[1]))
     assert main() == 2
-    assert 'dreamer/1: unfinished, no final evaluation at step 36000' in capsys.readouterr().err
+    assert 'dreamer/1: unfinished, no final evaluation at step 100000' in capsys.readouterr().err
     batch8 = [run for run in check.grid(tmp_path, 'batch8') if run.method == 'dreamer']
-    write_copy(runs[1], 36000, sweep.resolved_config(batch8[1]))
+    write_copy(runs[1], 100000, sweep.resolved_config(batch8[1]))
     assert main() == 2
     error = capsys.readouterr().err
     assert error.count('\n') == 1 and 'batch_size: 8 -> 50' in error
@@ -226,14 +226,16 @@ def test_smoke_and_debug_sweeps_never_write_into_the_regime_directory(script, tm
     assert '--regime {batch8,batch50}' in usage and '--steps STEPS' in usage
 
 
-def test_a_longer_budget_resumes_the_finished_runs_to_it(tmp_path):
+def test_another_budget_names_the_same_runs(tmp_path):
     check = load_script('learning_check')
-    regime, steps, _ = check.parse_regime(['--regime', 'batch8', '--steps', '100000'])
+    assert sweep.resolved_config(check.grid(tmp_path)[0]).steps == 100000  # the study's regime
+    regime, steps, _ = check.parse_regime(['--regime', 'batch8', '--steps', '36000'])
     runs = check.grid(tmp_path, regime, steps)
-    assert all(run.args[-2:] == ('--steps', '100000') for run in runs)
-    # Same logdirs as the 36k runs, so the launcher resumes them; the resolved budget is 100k.
+    assert all(run.args[-2:] == ('--steps', '36000') for run in runs)
+    # Same logdirs as the block's budget, so a longer budget resumes the shorter runs (how the
+    # study extended its 36k runs) and --steps 36000 reports the study's 36k copies.
     assert [run.logdir for run in runs] == [run.logdir for run in check.grid(tmp_path, regime)]
-    assert sweep.resolved_config(runs[0]).steps == 100000
+    assert sweep.resolved_config(runs[0]).steps == 36000
 
 
 def test_the_plot_draws_every_run_as_a_png(diagnosed_run, tmp_path):

@@ -84,7 +84,7 @@ def test_the_evidence_suite_shares_the_learning_checks_runs_and_regime(tmp_path,
     check = load_script('learning_check').grid(tmp_path, regime, steps)
     assert all(run in suite for run in check)  # same logdirs, blocks and flags: one run each
     sweep.validate(suite)
-    batch, budget = (8, 36000) if regime == 'batch8' else (50, steps)
+    batch, budget = (8, 100000) if regime == 'batch8' else (50, steps)
     configs = {run.label: sweep.resolved_config(run) for run in suite if run.kind == 'train'}
     for seed in SEEDS:
         arm = f'dmc_cartpole_balance/{{}}/{seed}'

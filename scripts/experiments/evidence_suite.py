@@ -1,20 +1,19 @@
 """The evidence suite at this machine's scale (results/PLAN.md): claims C1 to C5 on cartpole.
 
-Every run uses the learning check's regime (`--regime`, `--steps`) and root
-(`runs/learning_check/<regime>`), so the check's Dreamer and LSP seeds are C1's arms and C4's
-sources, and one command resumes everything. Pick a claim's runs with `--tasks` and `--methods`
-(a transfer target brings its source and relabeling along):
+Every run uses the learning check's regime (batch 8 at 100k steps, unless `--regime` or
+`--steps` say otherwise) and root (`runs/learning_check/<regime>`), so the check's Dreamer and LSP
+seeds are C1's arms and C4's sources, and one command resumes everything. Pick a claim's runs
+with `--tasks` and `--methods` (a transfer target brings its source and relabeling along):
 
-    python scripts/experiments/evidence_suite.py --regime batch50 --dry-run
+    python scripts/experiments/evidence_suite.py --dry-run
     # C1 (and C2 with no_mi, C3 with lsp_no_noise, the horizon confound with dreamer_h10)
-    python scripts/experiments/evidence_suite.py --regime batch50 --tasks dmc_cartpole_balance \\
+    python scripts/experiments/evidence_suite.py --tasks dmc_cartpole_balance \\
         --methods lsp dreamer random_skills randskills_inp --parallel 2
     # C4: the balance runs' networks and relabeled episodes, then cartpole reach
-    python scripts/experiments/evidence_suite.py --regime batch50 --tasks dmc_cartpole_reach \\
-        --parallel 2
+    python scripts/experiments/evidence_suite.py --tasks dmc_cartpole_reach --parallel 2
     # C5: the balance runs' networks, then the sparse far goal
-    python scripts/experiments/evidence_suite.py --regime batch50 \\
-        --tasks dmc_cartpole_reach_sparse --seeds 0 1 --parallel 2
+    python scripts/experiments/evidence_suite.py --tasks dmc_cartpole_reach_sparse \\
+        --seeds 0 1 --parallel 2
 
 Each claim's verdict is `tools.claims` over the committed copies of its runs; the protocols in
 `results/c1` ... `results/c5` give the commands in full.

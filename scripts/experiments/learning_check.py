@@ -17,9 +17,10 @@ again; with `--report-only` it trains nothing and reports the runs' files under 
 committed copies in results/learning_check/<regime>/, checked against the command).
 `--regime` picks the batch: `batch8` (the `learning_check` block) or `batch50` (the paper's
 batch, otherwise the same); runs go to `runs/learning_check/<regime>/` (with `-smoke`
-or `-debug` for those sizes) unless `--root` says otherwise. `--steps N` trains longer than the
-block's 36,000 steps: finished runs resume exactly where they stopped and continue to N (the
-regime study's extension to 100k, results/learning_check/PROTOCOL.md). LSP scores CEM
+or `-debug` for those sizes) unless `--root` says otherwise. `--steps N` replaces the block's
+100,000 steps with the same logdirs: a finished run resumes exactly where it stopped and
+continues to a longer N (how the regime study extended its 36k runs to 100k,
+results/learning_check/PROTOCOL.md; `--steps 36000` reports the study's 36k arms). LSP scores CEM
 proposals on 64 of the batch's start states (`cem.train_starts`, the documented deviation for
 slow machines).
 """
@@ -49,8 +50,8 @@ HEALTH = ('train/action_ent', 'train/imag_value', 'train/actor_grad_norm')
 def run_args(preset, regime='batch8', steps=None):
     """A run's flags in a regime: CEM's start-state subset, the batch, and a longer budget.
 
-    steps: a longer budget than the block's 36,000 (the protocol's extension to 100k resumes
-    the same runs), or None.
+    steps: a budget other than the block's 100,000 (the same runs, resumed to a longer one),
+    or None.
     """
     cem = CEM_ARGS if preset in CEM_PRESETS else ()
     budget = ('--steps', str(steps)) if steps else ()
@@ -89,7 +90,7 @@ def regime_flags():
     group.add_argument(
         '--steps',
         type=positive_steps,
-        help="train to N environment steps instead of the block's 36,000 (resumes the runs)",
+        help="train to N environment steps instead of the block's 100,000 (resumes the runs)",
     )
     return parser
 
