@@ -48,7 +48,7 @@ HEALTH = ('train/action_ent', 'train/imag_value', 'train/actor_grad_norm')
 
 
 def run_args(preset, regime='batch8', steps=None):
-    """A run's flags in a regime: CEM's start-state subset, the batch, and a longer budget.
+    """A run's flags in a regime: CEM's start-state subset, the batch, and another budget.
 
     steps: a budget other than the block's 100,000 (the same runs, resumed to a longer one),
     or None.
