@@ -333,32 +333,45 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
     comparison = commands.add_parser('compare', help='per-seed returns and pairwise verdicts')
-    comparison.add_argument('--root', required=True)
-    comparison.add_argument('--task', required=True)
-    comparison.add_argument('--methods', nargs='+', required=True)
-    comparison.add_argument('--seeds', nargs='+', default=list(SEEDS))
-    comparison.add_argument('--metric', choices=METRICS, default='final')
+    comparison.add_argument(
+        '--root', required=True, help='runs as <root>/<task>/<method>/<seed>, e.g. results/c1'
+    )
+    comparison.add_argument('--task', required=True, help='e.g. dmc_cartpole_balance')
+    comparison.add_argument(
+        '--methods', nargs='+', required=True, help='every ordered pair is judged'
+    )
+    comparison.add_argument(
+        '--seeds', nargs='+', default=list(SEEDS), help='each needs a finished run of every method'
+    )
+    comparison.add_argument(
+        '--metric',
+        choices=METRICS,
+        default='final',
+        help='final: mean evaluation over the last 20%% of steps; whole: over the whole run',
+    )
     comparison.add_argument('--random', type=float, help="the random policy's return")
     comparison.add_argument('--out', help='write the result as JSON here')
     collection = commands.add_parser(
         'collect', help="copy finished runs' metrics.jsonl and config.yaml into a results tree"
     )
-    collection.add_argument('--root', required=True)
-    collection.add_argument('--task', required=True)
+    collection.add_argument('--root', required=True, help='runs as <root>/<task>/<method>/<seed>')
+    collection.add_argument('--task', required=True, help='e.g. dmc_cartpole_balance')
     collection.add_argument('--methods', nargs='+', required=True)
-    collection.add_argument('--seeds', nargs='+', default=list(SEEDS))
+    collection.add_argument('--seeds', nargs='+', default=list(SEEDS), help='finished runs only')
     collection.add_argument('--out', required=True, help='the results tree, e.g. results/c1')
     motion = commands.add_parser('motion', help="C3: the skills' motion ratios and verdicts")
     motion.add_argument('--root', required=True, help='the directory of motion_<arm>_<seed>.json')
     motion.add_argument('--seeds', nargs='+', default=list(SEEDS), help='seeds of lsp')
-    motion.add_argument('--no-noise-seeds', nargs='+', default=list(SEEDS))
+    motion.add_argument('--no-noise-seeds', nargs='+', default=list(SEEDS), help='of lsp_no_noise')
     motion.add_argument('--out', help='write the result as JSON here')
     exploration = commands.add_parser('explore', help='upright excursions of a cartpole run')
-    exploration.add_argument('--run', required=True)
+    exploration.add_argument('--run', required=True, help="a run's logdir, with its episodes")
     explorations = commands.add_parser(
         'explore-compare', help='C5: exploration and goal reached per method, and the verdict'
     )
-    explorations.add_argument('--root', required=True)
+    explorations.add_argument(
+        '--root', required=True, help='runs as <root>/<task>/<method>/<seed>, with episodes'
+    )
     explorations.add_argument('--task', default=SPARSE_TASK)
     explorations.add_argument(
         '--methods',
