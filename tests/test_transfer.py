@@ -1,4 +1,5 @@
-"""Runs that start from a finished run's checkpoint: transfer, and the skill-rollout figure."""
+"""Runs that start from a finished run's checkpoint: transfer, the skill-rollout figure and the
+skill predictor's information."""
 
 import json
 import os
@@ -16,7 +17,7 @@ from dreamer_lsp.envs import ProcessEnv
 from dreamer_lsp.rundir import RunDir
 from dreamer_lsp.train import Trainer
 from dreamer_lsp.transfer import load_matching, shared_entries, write_report
-from tools import cem_precision, skill_rollouts
+from tools import cem_precision, skill_information, skill_rollouts
 
 
 def make_config(logdir, *blocks, **overrides):
@@ -254,4 +255,30 @@ def test_cem_precision_measures_elite_agreement_on_a_runs_batches(source_run, tm
     assert '16 starts, 4 scoring calls, bfloat16: identical elite sets' in output
     assert '16 starts, 4 scoring calls, float32, fresh noise: identical' in output
     assert cem_precision.main(['--run', str(tmp_path)]) == 2
+    assert 'error:' in capsys.readouterr().err
+
+
+def test_pooled_log_density_by_hand():
+    skills = np.array([[[0.0, 0.0], [2.0, 4.0]]])  # [1 segment, 2 skills, 2 dimensions]
+    # Fitted: means (1, 2), stds (1, 2); each skill is one std away in both dimensions.
+    expected = -1.0 - np.log(2.0) - np.log(2 * np.pi)
+    assert skill_information.pooled_log_density(skills) == pytest.approx(expected)
+
+
+def test_skill_information_on_a_runs_batches(source_run, tmp_path, capsys):
+    out = tmp_path / 'information.json'
+    assert (
+        skill_information.main(['--run', str(source_run), '--batches', '2', '--json', str(out)])
+        == 0
+    )
+    report = json.loads(out.read_text())
+    assert len(report['batches']) == 2 and report['checkpoint'] == RunDir(source_run).latest_name()
+    assert report['information'] == pytest.approx(report['log_q'] - report['log_q_shuffled'])
+    assert report['mi_bound'] == pytest.approx(report['log_q'] - report['log_p'])
+    config = config_lib.load_saved(RunDir(source_run).config)
+    assert report['predictor_std'] >= config.model.min_std
+    assert report['within_batch_std'] > 0 and report['pooled_std'] > 0
+    assert np.isfinite(report['log_p_pooled'])
+    assert 'information' in capsys.readouterr().out
+    assert skill_information.main(['--run', str(tmp_path)]) == 2
     assert 'error:' in capsys.readouterr().err
