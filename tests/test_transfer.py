@@ -278,7 +278,7 @@ def test_skill_information_on_a_runs_batches(source_run, tmp_path, capsys):
     config = config_lib.load_saved(RunDir(source_run).config)
     assert report['predictor_std'] >= config.model.min_std
     assert report['within_batch_std'] > 0 and report['pooled_std'] > 0
-    assert np.isfinite(report['log_p_pooled'])
+    assert np.isfinite(report['log_p_pooled']) and 0 < report['action_change'] < 2
     assert 'information' in capsys.readouterr().out
     assert skill_information.main(['--run', str(tmp_path)]) == 2
     assert 'error:' in capsys.readouterr().err

@@ -22,7 +22,10 @@ nats per skill, averaged over batches:
   all batches, what a predictor reaches that knows how skills spread over updates but cannot
   see the update's plan in the states;
 - `predictor_std`, `within_batch_std` and `pooled_std`: the predictor's std, and the skills' std
-  over one batch's start states and over all batches (means over segments and dimensions).
+  over one batch's start states and over all batches (means over segments and dimensions);
+- `action_change`: the mean absolute difference of the actor's action (tanh of its mean) at the
+  batch's posterior states between two skills drawn from N(0, I) per state, over the actions'
+  range [−1, 1]: 0 when the actor ignores its skill.
 """
 
 import argparse
@@ -40,7 +43,14 @@ from dreamer_lsp.train import env_kwargs
 from tools.cem_precision import start_batches
 from tools.skill_rollouts import cem_run_config, load_agent
 
-FIGURES = ('log_q', 'log_q_shuffled', 'log_p', 'predictor_std', 'within_batch_std')
+FIGURES = (
+    'log_q',
+    'log_q_shuffled',
+    'log_p',
+    'predictor_std',
+    'within_batch_std',
+    'action_change',
+)
 
 
 def pooled_log_density(skills):
@@ -61,12 +71,18 @@ def batch_figures(agent, start, rng):
     skills = agent.segment_skills(sequence)  # [S, N, D]
     prediction = agent.predictor(agent.segments(start, sequence))  # batch shape [S, N]
     shuffled = tf.gather(skills, rng.permutation(int(skills.shape[1])), axis=1)
+    feat = agent.world_model.feat(start)  # [N, F]
+    actions = [
+        tf.tanh(agent.behavior.policy(feat, rng.normal(size=(feat.shape[0], agent.skill_dim))).mean)
+        for _ in range(2)
+    ]  # 2 x [N, A]
     figures = dict(
         log_q=prediction.log_prob(skills),
         log_q_shuffled=prediction.log_prob(shuffled),
         log_p=plan['log_p'],
         predictor_std=prediction.stddev(),
         within_batch_std=tf.math.reduce_std(skills, 1),
+        action_change=tf.abs(actions[0] - actions[1]),
     )
     return {key: float(tf.reduce_mean(value)) for key, value in figures.items()}, skills.numpy()
 
@@ -126,7 +142,8 @@ def main(argv=None):
         f'shuffled {report["log_q_shuffled"]:.2f} (information {report["information"]:.3f}); '
         f'log p {report["log_p"]:.2f} (MI bound {report["mi_bound"]:.2f}), pooled over batches '
         f'{report["log_p_pooled"]:.2f}; std: predictor {report["predictor_std"]:.2f}, skills '
-        f'within a batch {report["within_batch_std"]:.2f}, pooled {report["pooled_std"]:.2f}'
+        f'within a batch {report["within_batch_std"]:.2f}, pooled {report["pooled_std"]:.2f}; '
+        f'action change between two skills {report["action_change"]:.3f}'
     )
     if args.json:
         atomic_write_text(
