@@ -21,11 +21,9 @@ import sys
 import numpy as np
 
 from dreamer_lsp.config import ConfigError
-from dreamer_lsp.envs import ProcessEnv
 from dreamer_lsp.replay import Replay
 from dreamer_lsp.rundir import RunDir, atomic_write_text
-from dreamer_lsp.train import env_kwargs
-from tools.skill_rollouts import cem_run_config, load_agent
+from tools.skill_rollouts import cem_run_config, load_agent_offline
 
 
 def start_batches(agent, run, config, count):
@@ -141,11 +139,7 @@ def main(argv=None):
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     config = config.update({'cem.precision': 32})
-    env = ProcessEnv(**env_kwargs(config, config.seed))
-    try:
-        agent = load_agent(args.run, env, config)
-    finally:
-        env.close()
+    agent = load_agent_offline(args.run, config)
     low_dtype = scoring_dtype(16, agent.dtype)
     starts = start_batches(agent, args.run, config, args.batches)
     rows = measure(agent, starts, args.starts, low_dtype)

@@ -37,11 +37,9 @@ import sys
 import numpy as np
 
 from dreamer_lsp.config import ConfigError
-from dreamer_lsp.envs import ProcessEnv
 from dreamer_lsp.rundir import RunDir, atomic_write_text
-from dreamer_lsp.train import env_kwargs
 from tools.cem_precision import start_batches
-from tools.skill_rollouts import cem_run_config, load_agent
+from tools.skill_rollouts import cem_run_config, load_agent_offline
 
 FIGURES = (
     'log_q',
@@ -129,11 +127,7 @@ def main(argv=None):
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     checkpoint = RunDir(args.run).latest_name()
-    env = ProcessEnv(**env_kwargs(config, config.seed))
-    try:
-        agent = load_agent(args.run, env, config)
-    finally:
-        env.close()
+    agent = load_agent_offline(args.run, config)
     starts = start_batches(agent, args.run, config, args.batches)
     report = skill_information(agent, starts, args.seed)
     print(

@@ -116,6 +116,16 @@ def load_agent(run, env, config):
     return agent
 
 
+def load_agent_offline(run, config):
+    """The agent of `run`'s latest checkpoint, for work without an environment: one is started
+    in a worker only to read its spaces."""
+    env = ProcessEnv(**env_kwargs(config, config.seed))
+    try:
+        return load_agent(run, env, config)
+    finally:
+        env.close()
+
+
 def skill_motion(run, skills=SKILLS, repeats=REPEATS, steps=STEPS, seed=0, video_size=VIDEO_SIZE):
     """Roll out `skills` skills (N(0, I), seeded) of `run` from one initial physics state.
 
