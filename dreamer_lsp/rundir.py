@@ -91,6 +91,30 @@ class RunDir:
         file.flush()
         return file
 
+    def training_pid(self):
+        """The pid of the process training in the run, or None when none holds its lock.
+
+        Read from Linux's lock table rather than by trying the lock, which a trainer starting
+        at that moment would find taken. A holder counts when its lock is on the lock file's
+        inode and its pid is the one the file holds (overlay filesystems may show another
+        device number in the table than `stat` does).
+        """
+        try:
+            inode = os.stat(self.train_lock).st_ino
+            written = int(self.train_lock.read_text().strip())
+            table = pathlib.Path('/proc/locks').read_text()
+        except (OSError, ValueError):
+            return None
+        for line in table.splitlines():
+            # `<n>: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF`; a process waiting
+            # for a lock has a line with `->` after the number, and holds nothing.
+            fields = line.split()
+            if fields[1:2] == ['FLOCK'] and len(fields) > 5:
+                pid, lock_inode = fields[4], fields[5].rpartition(':')[2]
+                if lock_inode == str(inode) and pid == str(written):
+                    return written
+        return None
+
     # Checkpoints -------------------------------------------------------------------------
 
     def latest_name(self):
@@ -197,6 +221,29 @@ class RunDir:
             if 'test/return' in record:
                 return True
         return False
+
+    def progress(self):
+        """What metrics.jsonl tells of the run so far: `step` (the newest line's), `evaluation`
+        ((step, return) of the newest evaluation) and the environment steps and updates per
+        second of the newest log interval (`fps`, `updates_per_second`); None where unknown."""
+        progress = dict(step=None, evaluation=None, fps=None, updates_per_second=None)
+        try:
+            lines = self.metrics.read_text().splitlines()
+        except OSError:
+            return progress
+        for line in lines:
+            try:
+                record = json.loads(line)
+                step = record['step']
+            except (ValueError, KeyError, TypeError):
+                continue
+            progress['step'] = step
+            if 'test/return' in record:
+                progress['evaluation'] = (step, record['test/return'])
+            if 'fps' in record:
+                progress['fps'] = record['fps']
+                progress['updates_per_second'] = record.get('updates_per_second')
+        return progress
 
     def is_finished(self, steps):
         """Whether a run of `steps` has nothing left to do.

@@ -307,16 +307,21 @@ def cartpole(root, seed, *args):
     return dataclasses.replace(run, args=args)
 
 
-def fake_run(logdir, checkpoint_step, metrics, steps=1000):
-    run = cartpole(logdir, 0, '--steps', str(steps))
+def write_run_files(logdir, checkpoint_step, records):
+    """A run directory's newest checkpoint state (if a step is given) and metrics.jsonl."""
     if checkpoint_step is not None:
-        directory = run.logdir / 'checkpoint' / 'ckpt-a'
+        directory = logdir / 'checkpoint' / 'ckpt-a'
         directory.mkdir(parents=True)
         (directory / 'state.json').write_text(json.dumps({'step': checkpoint_step}))
-        (run.logdir / 'checkpoint' / 'latest').write_text('ckpt-a')
-    run.logdir.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({'step': step, key: 1.0}) for step, key in metrics]
-    (run.logdir / 'metrics.jsonl').write_text(''.join(line + '\n' for line in lines))
+        (logdir / 'checkpoint' / 'latest').write_text('ckpt-a')
+    logdir.mkdir(parents=True, exist_ok=True)
+    (logdir / 'metrics.jsonl').write_text(''.join(json.dumps(line) + '\n' for line in records))
+
+
+def fake_run(logdir, checkpoint_step, metrics, steps=1000):
+    run = cartpole(logdir, 0, '--steps', str(steps))
+    records = [{'step': step, key: 1.0} for step, key in metrics]
+    write_run_files(run.logdir, checkpoint_step, records)
     return run
 
 
@@ -523,3 +528,51 @@ def test_squeues_answer_about_a_job_by_hand():
     assert sweep.job_active(1, '', error) is False
     unreachable = 'slurm_load_jobs error: Unable to contact slurm controller'
     assert sweep.job_active(1, '', unreachable) is None
+
+
+def test_status_tells_each_runs_state_and_progress_from_its_files(tmp_path):
+    root = tmp_path / 'sweep'
+    logdirs = [root / 'dmc_cartpole_balance' / 'lsp' / str(seed) for seed in (0, 1, 2)]
+    write_run_files(logdirs[0], 100_004, [{'step': 100_004, 'test/return': 900.0}])
+    lines = [
+        {'step': 40_000, 'test/return': 512.34},
+        {'step': 41_000, 'fps': 2.0, 'updates_per_second': 0.4},
+    ]
+    write_run_files(logdirs[1], 40_004, lines)
+    # A real process holds the run's training lock, as a trainer does, until its stdin closes.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            'import sys; from dreamer_lsp.rundir import RunDir; '
+            f'lock = RunDir({str(logdirs[1])!r}).lock_for_training(); '
+            'print("locked", flush=True); sys.stdin.read()',
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+    def status():
+        result = subprocess.run(
+            script_command('learning_check', '--methods', 'lsp', '--root', str(root), '--status'),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return [' '.join(line.split()) for line in result.stdout.splitlines()]
+
+    try:
+        assert holder.stdout.readline() == 'locked\n'
+        seen = status()
+    finally:
+        holder.communicate('')
+    # 59,000 steps left at 2 steps/s: 29,500 s.
+    progress = '41,000/100,000 steps, evaluation 512.3 at 40,000, 0.40 updates/s, 8:11:40 left'
+    assert seen == [
+        'finished dmc_cartpole_balance/lsp/0',
+        f'training dmc_cartpole_balance/lsp/1 {progress}, pid {holder.pid}',
+        'not started dmc_cartpole_balance/lsp/2',
+    ]
+    assert status()[1] == f'stopped dmc_cartpole_balance/lsp/1 {progress}'

@@ -10,6 +10,7 @@ Every script under ``scripts/experiments/`` writes its grid as data (a list of `
     python scripts/experiments/fig4_single_tasks.py --debug --tasks dmc_walker_walk --seeds 0 1
     python scripts/experiments/learning_check.py --root results/learning_check/batch8 \
         --methods dreamer --report-only                              # a verdict from the files
+    python scripts/experiments/learning_check.py --methods lsp --status  # how far each run is
 
 Layout (SPEC, Logdir contract): a training run writes ``<root>/<task>/<method>/<seed>/``; runs
 with pixels (``dmc_vision``) use the task directory ``<task>_pixels`` so that Fig. 4's feature
@@ -548,6 +549,34 @@ def print_summary(runs, status):
             print(f'  {status[run.logdir]:<14} {run.logdir / LOG_NAME}', flush=True)
 
 
+def print_status(runs):
+    """One line per run from its files alone (``--status``): finished, training (with the
+    trainer's pid), stopped (started, not running, not finished) or not started; for a training
+    run also its step, newest evaluation and the rate and time left of its newest log interval.
+    """
+    for run in runs:
+        run_dir = RunDir(run.logdir)
+        steps = resolved_config(run).steps if run.kind == 'train' else None
+        if _finished(run, steps):
+            _say('finished', run)
+            continue
+        if run.kind != 'train' or not run_dir.metrics.is_file():
+            _say(NOT_STARTED if not run.logdir.exists() else 'stopped', run)
+            continue
+        progress = run_dir.progress()
+        pid = run_dir.training_pid()
+        parts = [f'{progress["step"] or 0:,}/{steps:,} steps']
+        if progress['evaluation'] is not None:
+            step, score = progress['evaluation']
+            parts.append(f'evaluation {score:.1f} at {step:,}')
+        if progress['fps']:
+            left = format_duration((steps - (progress['step'] or 0)) / progress['fps'])
+            parts.append(f'{progress["updates_per_second"] or 0:.2f} updates/s, {left} left')
+        if pid is not None:
+            parts.append(f'pid {pid}')
+        _say('training' if pid is not None else 'stopped', run, ', '.join(parts))
+
+
 class SlurmCommand:
     """What a SLURM job runs: one run's command, its output appended to the run's log.
 
@@ -698,6 +727,12 @@ def build_parser(default_root, description=None, parents=()):
         '--dry-run', action='store_true', help='print every command, one per line, in order'
     )
     parser.add_argument(
+        '--status',
+        action='store_true',
+        help='train nothing: one line per run from its files (finished, training, stopped or '
+        'not started; its step, newest evaluation, rate and time left)',
+    )
+    parser.add_argument(
         '--report-only',
         action='store_true',
         help="train nothing: report from the selected runs' config.yaml and metrics.jsonl under "
@@ -779,6 +814,10 @@ def main(
             validate(runs)
             for run in runs:
                 print(shlex.join(run.command()))
+            return 0
+        if args.status:
+            validate(runs)
+            print_status(runs)
             return 0
         if args.report_only:
             if report is None:
