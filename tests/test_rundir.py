@@ -100,3 +100,16 @@ def test_one_process_at_a_time_trains_a_run(tmp_path):
     assert not run.config.exists()
     held.close()
     run.lock_for_training().close()
+
+
+def test_the_training_pid_is_the_lock_holders_and_asking_takes_no_lock(tmp_path):
+    run = RunDir(tmp_path / 'run')
+    assert run.training_pid() is None  # no lock file
+    held = run.lock_for_training()
+    assert run.training_pid() == os.getpid()
+    assert run.training_pid() == os.getpid()  # asking again finds it still held
+    held.close()
+    # The file keeps the last trainer's pid after it exits; nobody holds the lock.
+    assert run.train_lock.read_text() == f'{os.getpid()}\n'
+    assert run.training_pid() is None
+    run.lock_for_training().close()
