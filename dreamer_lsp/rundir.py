@@ -222,29 +222,6 @@ class RunDir:
                 return True
         return False
 
-    def progress(self):
-        """What metrics.jsonl tells of the run so far: `step` (the newest line's), `evaluation`
-        ((step, return) of the newest evaluation) and the environment steps and updates per
-        second of the newest log interval (`fps`, `updates_per_second`); None where unknown."""
-        progress = dict(step=None, evaluation=None, fps=None, updates_per_second=None)
-        try:
-            lines = self.metrics.read_text().splitlines()
-        except OSError:
-            return progress
-        for line in lines:
-            try:
-                record = json.loads(line)
-                step = record['step']
-            except (ValueError, KeyError, TypeError):
-                continue
-            progress['step'] = step
-            if 'test/return' in record:
-                progress['evaluation'] = (step, record['test/return'])
-            if 'fps' in record:
-                progress['fps'] = record['fps']
-                progress['updates_per_second'] = record.get('updates_per_second')
-        return progress
-
     def is_finished(self, steps):
         """Whether a run of `steps` has nothing left to do.
 

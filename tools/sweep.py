@@ -76,6 +76,7 @@ from dreamer_lsp.durations import format_duration
 from dreamer_lsp.relabel import REPORT_NAME
 from dreamer_lsp.rundir import RunDir
 from dreamer_lsp.train import DIVERGED_EXIT_CODE, check_saved_config
+from tools import scores
 
 REPO = Path(__file__).resolve().parent.parent
 RELABEL_SCRIPT = REPO / 'scripts' / 'relabel_rewards.py'
@@ -563,15 +564,19 @@ def print_status(runs):
         if run.kind != 'train' or not run_dir.metrics.is_file():
             _say(NOT_STARTED if not run.logdir.exists() else 'stopped', run)
             continue
-        progress = run_dir.progress()
+        records = scores.read_metrics(run_dir.metrics)
+        step = int(records[-1]['step']) if records else 0
+        parts = [f'{step:,}/{steps:,} steps']
+        evaluations = [record for record in records if 'test/return' in record]
+        if evaluations:
+            newest = evaluations[-1]
+            parts.append(f'evaluation {newest["test/return"]:.1f} at {int(newest["step"]):,}')
+        intervals = [record for record in records if record.get('fps')]
+        if intervals:
+            newest = intervals[-1]
+            left = format_duration((steps - step) / newest['fps'])
+            parts.append(f'{newest.get("updates_per_second", 0):.2f} updates/s, {left} left')
         pid = run_dir.training_pid()
-        parts = [f'{progress["step"] or 0:,}/{steps:,} steps']
-        if progress['evaluation'] is not None:
-            step, score = progress['evaluation']
-            parts.append(f'evaluation {score:.1f} at {step:,}')
-        if progress['fps']:
-            left = format_duration((steps - (progress['step'] or 0)) / progress['fps'])
-            parts.append(f'{progress["updates_per_second"] or 0:.2f} updates/s, {left} left')
         if pid is not None:
             parts.append(f'pid {pid}')
         _say('training' if pid is not None else 'stopped', run, ', '.join(parts))
