@@ -50,11 +50,19 @@ def train_lines(logdir):
 
 
 @pytest.fixture(scope='module')
-def diagnosed_run(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp('diagnose')
-    run_program(
-        '-m', 'tools.diagnose_learning', *DEBUG_RUN, '--logdir', str(logdir), '--probe-every', '3'
-    )
+def diagnosed_run(built_once):
+    def build(logdir):
+        run_program(
+            '-m',
+            'tools.diagnose_learning',
+            *DEBUG_RUN,
+            '--logdir',
+            str(logdir),
+            '--probe-every',
+            '3',
+        )
+
+    logdir, _ = built_once('diagnose', build)
     lines = (logdir / 'diagnostics.jsonl').read_text().splitlines()
     return logdir, [json.loads(line) for line in lines]
 

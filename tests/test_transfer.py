@@ -29,10 +29,11 @@ def make_config(logdir, *blocks, **overrides):
 
 
 @pytest.fixture(scope='module')
-def source_run(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp('source')
-    trainer = Trainer(make_config(logdir, 'lsp', steps=800))
-    trainer.run()
+def source_run(built_once):
+    def build(logdir):
+        Trainer(make_config(logdir, 'lsp', steps=800)).run()
+
+    logdir, _ = built_once('source', build)
     return logdir
 
 
