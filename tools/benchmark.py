@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tools.benchmark                    # everything, paper size
     .venv/bin/python -m tools.benchmark --only update_dreamer_features cem --repeats 3
-    .venv/bin/python -m tools.benchmark --json runs/benchmark.json
+    .venv/bin/python -m tools.benchmark --json runs/benchmark_before.json
     .venv/bin/python -m tools.benchmark --only memory --memory-updates 1000
     .venv/bin/python -m tools.benchmark --only update_dreamer_pixels --profile runs/profile
 
@@ -48,6 +48,7 @@ from dreamer_lsp._tf import tf
 from dreamer_lsp.agents import make_agent
 from dreamer_lsp.dreamer import compute_dtype
 from dreamer_lsp.envs import ProcessEnv
+from dreamer_lsp.rundir import atomic_write_text
 from dreamer_lsp.world_model import flatten_states
 
 FEATURE_SIZE = 78  # quadruped walk
@@ -467,7 +468,12 @@ def main(argv=None):
         choices=[case for case in CASES if case.startswith('update_')],
         help='the update whose memory is followed by the memory case',
     )
-    parser.add_argument('--json', type=pathlib.Path, default=pathlib.Path('benchmark.json'))
+    parser.add_argument(
+        '--json',
+        type=pathlib.Path,
+        default=pathlib.Path('runs/benchmark.json'),
+        help='where the figures are saved (default: runs/, which git ignores)',
+    )
     parser.add_argument(
         '--profile',
         type=pathlib.Path,
@@ -561,8 +567,7 @@ def main(argv=None):
         results.setdefault('wall_seconds', {})[case] = time.time() - begin
     results['peak_rss_mib'] = peak_rss_mib()
     print(f'peak resident memory: {results["peak_rss_mib"]:.0f} MiB')
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    atomic_write_text(args.json, json.dumps(results, indent=2))
     print(f'wrote {args.json}')
 
 
