@@ -517,6 +517,24 @@ def test_sigusr1_pauses_the_sweep_at_episode_ends_and_the_same_call_resumes(tmp_
     assert set(sweep.run_local(runs, parallel=1).values()) == {sweep.DONE}
 
 
+def test_a_pause_that_arrives_while_a_run_starts_reaches_it_and_starts_nothing_else(
+    tmp_path, monkeypatch
+):
+    runs = [cartpole(tmp_path, seed) for seed in (0, 1)]
+    start_local = sweep._start_local
+
+    def start_then_pause(run, slot, gpus):
+        # The signal's handler runs before the launcher has registered the new program.
+        started = start_local(run, slot, gpus)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return started
+
+    monkeypatch.setattr(sweep, '_start_local', start_then_pause)
+    status = sweep.run_local(runs, parallel=2)
+    assert status == {runs[0].logdir: sweep.INTERRUPTED, runs[1].logdir: sweep.NOT_STARTED}
+    assert not runs[1].logdir.exists()
+
+
 def test_squeues_answer_about_a_job_by_hand():
     # A job that is held, stopped or signalled may still run: never submit a second one.
     for state in ('PENDING', 'RUNNING', 'STOPPED', 'REQUEUE_HOLD', 'SIGNALING', 'SUSPENDED'):

@@ -467,7 +467,9 @@ def run_local(runs, parallel=1, gpus=()):
     with _sigterm_as_interrupt(), _signal_handler(signal.SIGUSR1, pause):
         try:
             while (pending and not pausing.is_set()) or running:
-                for run in [] if pausing.is_set() else list(pending):
+                for run in list(pending):
+                    if pausing.is_set():
+                        break
                     states = [status.get(logdir) for logdir in run.depends_on]
                     if any(state is not None and state not in OK for state in states):
                         pending.remove(run)
@@ -483,6 +485,9 @@ def run_local(runs, parallel=1, gpus=()):
                             _say(BUSY, run, 'another launcher is running it')
                             continue
                         running[run.logdir] = started
+                        # A pause that arrived while this run was starting did not reach it.
+                        if pausing.is_set():
+                            started.process.send_signal(signal.SIGUSR1)
                         step = RunDir(run.logdir).checkpoint_step()
                         where = f'from step {step}' if step is not None else 'new'
                         gpu = f', gpu {gpus[slot % len(gpus)]}' if gpus else ''
