@@ -517,19 +517,22 @@ def test_sigusr1_pauses_the_sweep_at_episode_ends_and_the_same_call_resumes(tmp_
     assert set(sweep.run_local(runs, parallel=1).values()) == {sweep.DONE}
 
 
-def test_a_pause_that_arrives_while_a_run_starts_reaches_it_and_starts_nothing_else(
-    tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    'signum', [signal.SIGUSR1, signal.SIGTERM, signal.SIGINT], ids=['pause', 'sigterm', 'ctrl_c']
+)
+def test_a_stop_that_arrives_while_a_run_starts_reaches_it_and_starts_nothing_else(
+    tmp_path, monkeypatch, signum
 ):
     runs = [cartpole(tmp_path, seed) for seed in (0, 1)]
     start_local = sweep._start_local
 
-    def start_then_pause(run, slot, gpus):
+    def start_then_stop(run, slot, gpus):
         # The signal's handler runs before the launcher has registered the new program.
         started = start_local(run, slot, gpus)
-        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signum)
         return started
 
-    monkeypatch.setattr(sweep, '_start_local', start_then_pause)
+    monkeypatch.setattr(sweep, '_start_local', start_then_stop)
     status = sweep.run_local(runs, parallel=2)
     assert status == {runs[0].logdir: sweep.INTERRUPTED, runs[1].logdir: sweep.NOT_STARTED}
     assert not runs[1].logdir.exists()

@@ -30,15 +30,15 @@ when its output holds ``relabel.json`` (the script writes it atomically, last). 
 are skipped; unfinished ones are started with the same command, which resumes them from their
 checkpoint.
 
-Local backend: ``--parallel N`` programs at a time, each in its own session (Ctrl-C reaches
-only the launcher, which then sends every program one SIGTERM: they checkpoint and exit, and
-the next launch resumes them). With ``--gpus 0,1`` slot *i* gets ``CUDA_VISIBLE_DEVICES`` =
-the *i*-th id (the rest of the environment is passed unchanged). A run starts when everything it
-depends on has finished; if one of those fails, it is reported as blocked. A program that
-exits with code 3 diverged (a non-finite loss, gradient norm or weight; its last checkpoint is
-untouched) and is reported as diverged, with its one-line reason, rather than as failed. A
-lock file held by the program for its whole life keeps two launchers from running the same
-logdir at once.
+Local backend: ``--parallel N`` programs at a time, each in its own session (Ctrl-C reaches only
+the launcher, which passes it on to every program as SIGTERM: they checkpoint and exit, and the
+next launch resumes them; SIGUSR1 to the launcher pauses them at episode ends). With ``--gpus 0,1``
+slot *i* gets ``CUDA_VISIBLE_DEVICES`` = the *i*-th id (the rest of the environment is passed
+unchanged). A run starts when everything it depends on has finished; if one of those fails, it is
+reported as blocked. A program that exits with code 3 diverged (a non-finite loss, gradient norm or
+weight; its last checkpoint is untouched) and is reported as diverged, with its one-line reason,
+rather than as failed. A lock file held by the program for its whole life keeps two launchers from
+running the same logdir at once.
 
 SLURM backend, through submitit (``pip install submitit==1.5.4``; imported only when used):
 the runs are independent, long (days), single-GPU programs that checkpoint and resume
@@ -117,6 +117,11 @@ NOT_STARTED = 'not started'
 SUBMITTED = 'submitted'
 QUEUED = 'queued'
 OK = {FINISHED, DONE, SUBMITTED, QUEUED}
+# What the launcher says when asked to stop, by the signal it forwards to its programs.
+STOP_MESSAGES = {
+    signal.SIGUSR1: 'Pausing: the running programs stop at their next episode end.',
+    signal.SIGTERM: 'Interrupted: the running programs checkpoint and exit.',
+}
 
 
 class SweepError(Exception):
@@ -393,17 +398,6 @@ def _say(status, run, detail=''):
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Within the block, SIGTERM to the launcher acts like Ctrl-C (main thread only)."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    with _signal_handler(signal.SIGTERM, interrupt):
-        yield
-
-
-@contextlib.contextmanager
 def _signal_handler(signum, handler):
     """Within the block, ``handler`` handles ``signum`` (main thread only, else a no-op)."""
     if threading.current_thread() is not threading.main_thread():
@@ -456,56 +450,54 @@ def run_local(runs, parallel=1, gpus=()):
             _say(FINISHED, run)
     pending = [run for run in runs if run.logdir not in status]
     running, free = {}, list(range(parallel))
-    pausing = threading.Event()
+    # The signals forwarded to every program since the sweep was asked to stop. The handler
+    # only records and forwards, so a stop that arrives while a program starts cannot orphan
+    # it: the loop forwards the signals to each program it registers, and starts no other.
+    forwarded = []
 
-    def pause(signum, frame):
-        print('Pausing: the running programs stop at their next episode end.', flush=True)
-        pausing.set()
+    def stop(signum, frame):
+        forward = signal.SIGUSR1 if signum == signal.SIGUSR1 else signal.SIGTERM
+        print(STOP_MESSAGES[forward], flush=True)
+        forwarded.append(forward)
         for item in running.values():
-            item.process.send_signal(signal.SIGUSR1)
+            item.process.send_signal(forward)
 
-    with _sigterm_as_interrupt(), _signal_handler(signal.SIGUSR1, pause):
-        try:
-            while (pending and not pausing.is_set()) or running:
-                for run in list(pending):
-                    if pausing.is_set():
-                        break
-                    states = [status.get(logdir) for logdir in run.depends_on]
-                    if any(state is not None and state not in OK for state in states):
-                        pending.remove(run)
-                        status[run.logdir] = BLOCKED
-                        _say(BLOCKED, run, 'a run it depends on did not finish')
-                    elif free and all(state in OK for state in states):
-                        pending.remove(run)
-                        slot = free.pop(0)
-                        started = _start_local(run, slot, gpus)
-                        if started is None:
-                            free.insert(0, slot)
-                            status[run.logdir] = BUSY
-                            _say(BUSY, run, 'another launcher is running it')
-                            continue
-                        running[run.logdir] = started
-                        # A pause that arrived while this run was starting did not reach it.
-                        if pausing.is_set():
-                            started.process.send_signal(signal.SIGUSR1)
-                        step = RunDir(run.logdir).checkpoint_step()
-                        where = f'from step {step}' if step is not None else 'new'
-                        gpu = f', gpu {gpus[slot % len(gpus)]}' if gpus else ''
-                        _say('resume' if step is not None else 'start', run, f'({where}{gpu})')
-                if not running:
+    with (
+        _signal_handler(signal.SIGUSR1, stop),
+        _signal_handler(signal.SIGTERM, stop),
+        _signal_handler(signal.SIGINT, stop),
+    ):
+        while (pending and not forwarded) or running:
+            for run in list(pending):
+                if forwarded:
                     break
-                logdir = _wait_any(running)
-                item = running.pop(logdir)
-                free.append(item.slot)
-                status[logdir] = _report_exit(item, pausing.is_set())
-        except KeyboardInterrupt:
-            print('Interrupted: the running programs checkpoint and exit.', flush=True)
-            for item in running.values():
-                item.process.send_signal(signal.SIGTERM)
-            for logdir, item in running.items():
-                item.process.wait()
-                status[logdir] = INTERRUPTED
-                _say(INTERRUPTED, item.run, f'exit {item.process.returncode}; rerun to resume')
+                states = [status.get(logdir) for logdir in run.depends_on]
+                if any(state is not None and state not in OK for state in states):
+                    pending.remove(run)
+                    status[run.logdir] = BLOCKED
+                    _say(BLOCKED, run, 'a run it depends on did not finish')
+                elif free and all(state in OK for state in states):
+                    pending.remove(run)
+                    slot = free.pop(0)
+                    started = _start_local(run, slot, gpus)
+                    if started is None:
+                        free.insert(0, slot)
+                        status[run.logdir] = BUSY
+                        _say(BUSY, run, 'another launcher is running it')
+                        continue
+                    running[run.logdir] = started
+                    for forward in list(forwarded):
+                        started.process.send_signal(forward)
+                    step = RunDir(run.logdir).checkpoint_step()
+                    where = f'from step {step}' if step is not None else 'new'
+                    gpu = f', gpu {gpus[slot % len(gpus)]}' if gpus else ''
+                    _say('resume' if step is not None else 'start', run, f'({where}{gpu})')
+            if not running:
+                break
+            logdir = _wait_any(running)
+            item = running.pop(logdir)
+            free.append(item.slot)
+            status[logdir] = _report_exit(item, forwarded)
     for run in pending:
         status.setdefault(run.logdir, NOT_STARTED)
     print_summary(runs, status)
@@ -521,8 +513,9 @@ def _wait_any(running):
         time.sleep(POLL_SECONDS)
 
 
-def _report_exit(item, paused=False):
-    """The status of a program that exited, printed with its duration."""
+def _report_exit(item, forwarded=()):
+    """The status of a program that exited, printed with its duration; ``forwarded`` are the
+    signals it was sent to stop (SIGUSR1: pause, SIGTERM: interrupt)."""
     code, run = item.process.returncode, item.run
     took = format_duration(time.time() - item.start)
     if code == 0 and is_finished(run):
@@ -530,8 +523,9 @@ def _report_exit(item, paused=False):
         return DONE
     log = run.logdir / LOG_NAME
     # A program signalled before it could install its handler dies of it, SIGKILL-safe.
-    if paused and code in (0, -signal.SIGUSR1):
-        _say(INTERRUPTED, run, f'{took}; paused at an episode end, rerun to resume')
+    if forwarded and code in (0, *(-signum for signum in forwarded)):
+        how = 'interrupted' if signal.SIGTERM in forwarded else 'paused at an episode end'
+        _say(INTERRUPTED, run, f'{took}; {how}, rerun to resume')
         return INTERRUPTED
     if code == 0:
         _say(INCOMPLETE, run, f'{took}; exited before its last step (log {log})')
