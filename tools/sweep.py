@@ -117,11 +117,6 @@ NOT_STARTED = 'not started'
 SUBMITTED = 'submitted'
 QUEUED = 'queued'
 OK = {FINISHED, DONE, SUBMITTED, QUEUED}
-# What the launcher says when asked to stop, by the signal it forwards to its programs.
-STOP_MESSAGES = {
-    signal.SIGUSR1: 'Pausing: the running programs stop at their next episode end.',
-    signal.SIGTERM: 'Interrupted: the running programs checkpoint and exit.',
-}
 
 
 class SweepError(Exception):
@@ -457,7 +452,10 @@ def run_local(runs, parallel=1, gpus=()):
 
     def stop(signum, frame):
         forward = signal.SIGUSR1 if signum == signal.SIGUSR1 else signal.SIGTERM
-        print(STOP_MESSAGES[forward], flush=True)
+        if forward == signal.SIGUSR1:
+            print('Pausing: the running programs stop at their next episode end.', flush=True)
+        else:
+            print('Interrupted: the running programs checkpoint and exit.', flush=True)
         forwarded.append(forward)
         for item in running.values():
             item.process.send_signal(forward)
@@ -486,7 +484,7 @@ def run_local(runs, parallel=1, gpus=()):
                         _say(BUSY, run, 'another launcher is running it')
                         continue
                     running[run.logdir] = started
-                    for forward in list(forwarded):
+                    for forward in forwarded:
                         started.process.send_signal(forward)
                     step = RunDir(run.logdir).checkpoint_step()
                     where = f'from step {step}' if step is not None else 'new'
