@@ -451,10 +451,11 @@ def run_local(runs, parallel=1, gpus=()):
     forwarded = []
 
     def stop(signum, frame):
-        forward = signal.SIGUSR1 if signum == signal.SIGUSR1 else signal.SIGTERM
-        if forward == signal.SIGUSR1:
+        if signum == signal.SIGUSR1:
+            forward = signal.SIGUSR1
             print('Pausing: the running programs stop at their next episode end.', flush=True)
         else:
+            forward = signal.SIGTERM
             print('Interrupted: the running programs checkpoint and exit.', flush=True)
         forwarded.append(forward)
         for item in running.values():
