@@ -21,8 +21,8 @@ import fcntl
 import json
 import os
 import pathlib
+import secrets
 import shutil
-import tempfile
 
 VARIABLES = 'variables'
 STATE = 'state.json'
@@ -30,13 +30,19 @@ LATEST = 'latest'
 
 
 def atomic_write_text(path, text):
-    """Write `text` to `path` through a temporary file and a rename."""
+    """Write `text` to `path` through a temporary file and a rename; the umask sets its mode."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
-    with os.fdopen(handle, 'w') as file:
-        file.write(text)
-    os.replace(temporary, path)
+    temporary = path.parent / f'.{path.name}.{os.getpid()}.{secrets.token_hex(4)}'
+    # Not tempfile.mkstemp: its files are 0600 whatever the umask, unreadable to a group.
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(handle, 'w') as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 class CheckpointError(Exception):

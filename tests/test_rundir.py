@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dreamer_lsp import config as config_lib
-from dreamer_lsp.rundir import CheckpointError, RunBusyError, RunDir
+from dreamer_lsp.rundir import CheckpointError, RunBusyError, RunDir, atomic_write_text
 from dreamer_lsp.train import Every, LoopState
 
 
@@ -113,3 +113,16 @@ def test_the_training_pid_is_the_lock_holders_and_asking_takes_no_lock(tmp_path)
     assert run.train_lock.read_text() == f'{os.getpid()}\n'
     assert run.training_pid() is None
     run.lock_for_training().close()
+
+
+def test_an_atomic_write_replaces_the_file_with_the_umasks_mode_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / 'reports' / 'summary.json'
+    previous = os.umask(0o022)
+    try:
+        atomic_write_text(path, 'first')
+        atomic_write_text(path, 'second')
+    finally:
+        os.umask(previous)
+    assert path.read_text() == 'second'
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in path.parent.iterdir()) == ['summary.json']
