@@ -21,8 +21,8 @@ import fcntl
 import json
 import os
 import pathlib
-import secrets
 import shutil
+import uuid
 
 VARIABLES = 'variables'
 STATE = 'state.json'
@@ -33,11 +33,10 @@ def atomic_write_text(path, text):
     """Write `text` to `path` through a temporary file and a rename; the umask sets its mode."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f'.{path.name}.{os.getpid()}.{secrets.token_hex(4)}'
     # Not tempfile.mkstemp: its files are 0600 whatever the umask, unreadable to a group.
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    temporary = path.parent / f'.{path.name}.{uuid.uuid4().hex}'
     try:
-        with os.fdopen(handle, 'w') as file:
+        with open(temporary, 'x') as file:
             file.write(text)
         os.replace(temporary, path)
     except BaseException:
