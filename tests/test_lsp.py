@@ -7,7 +7,7 @@ from dreamer_lsp import config as config_lib
 from dreamer_lsp._tf import tf
 from dreamer_lsp.agents import make_agent
 from dreamer_lsp.lsp import LSP, cross_entropy_method, refit
-from tools import cem_precision
+from tools import cem_precision, skill_information
 from tools.acting_cem_noise import measure
 
 SPACE = {'features': ((5,), np.float32)}
@@ -357,3 +357,24 @@ def test_elite_agreement_of_bfloat16_scoring():
             assert 0 <= figures['identical_elite_sets'] <= figures['mean_elite_overlap'] <= 1
             assert 0 < figures['median_relative_difference'] <= figures['max_relative_difference']
     assert agent.score_dtype == tf.float32  # the comparison leaves the agent as it was
+
+
+def test_actor_loss_parts_sum_to_the_training_loss_and_the_mi_part_reaches_the_skill_input():
+    agent = make('lsp', **{'skills.predictor_noise': 0.0})
+    start = start_states(agent, batch(agent))
+    plan, _ = agent.plan_skills(start)
+    kernel = agent.behavior.actor.net.hidden[0].kernel  # [F + D, units]: features, then skill
+    with tf.GradientTape(persistent=True) as tape:
+        sequence = agent.world_model.imagine(
+            agent.skill_policy(plan['skills']), start, agent.horizon
+        )
+        task_loss, mi_loss = skill_information.actor_loss_parts(agent, start, sequence, plan)
+        reward, _ = agent.reward(start, sequence, plan)
+        weights, returns, _ = agent.behavior.target(sequence['feat'], reward)
+        loss = -tf.reduce_mean(weights * returns)  # ActorCritic.train's actor loss
+    np.testing.assert_allclose((task_loss + mi_loss).numpy(), loss.numpy(), rtol=1e-5)
+    parts = tape.gradient(task_loss, kernel) + tape.gradient(mi_loss, kernel)
+    np.testing.assert_allclose(parts.numpy(), tape.gradient(loss, kernel).numpy(), atol=1e-6)
+    # Through the imagined states the MI reward moves the weights that read the skill.
+    skill_rows = tape.gradient(mi_loss, kernel)[-agent.skill_dim :]
+    assert float(tf.norm(skill_rows)) > 0

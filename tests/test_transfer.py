@@ -280,6 +280,7 @@ def test_skill_information_on_a_runs_batches(source_run, tmp_path, capsys):
     assert report['predictor_std'] >= config.model.min_std
     assert report['within_batch_std'] > 0 and report['pooled_std'] > 0
     assert np.isfinite(report['log_p_pooled']) and 0 < report['action_change'] < 2
+    assert report['actor_grad_task'] > 0 and report['actor_grad_mi'] > 0
     assert 'information' in capsys.readouterr().out
     assert skill_information.main(['--run', str(tmp_path)]) == 2
     assert 'error:' in capsys.readouterr().err

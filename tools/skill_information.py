@@ -25,7 +25,11 @@ nats per skill, averaged over batches:
   over one batch's start states and over all batches (means over segments and dimensions);
 - `action_change`: the mean absolute difference of the actor's action (tanh of its mean) at the
   batch's posterior states between two skills drawn from N(0, I) per state, over the actions'
-  range [−1, 1]: 0 when the actor ignores its skill.
+  range [−1, 1]: 0 when the actor ignores its skill;
+- `actor_grad_task` and `actor_grad_mi`: the global norms of the gradients, over the actor's
+  weights and before clipping, of the two parts of the actor's loss that training sums: the
+  task rewards' λ-returns with the value bootstrap, and the MI rewards' (`actor_loss_parts`).
+  They say how much the MI reward moves the actor next to the task reward.
 """
 
 import argparse
@@ -48,6 +52,8 @@ FIGURES = (
     'predictor_std',
     'within_batch_std',
     'action_change',
+    'actor_grad_task',
+    'actor_grad_mi',
 )
 
 
@@ -59,13 +65,39 @@ def pooled_log_density(skills):
     return float(np.mean(np.sum(log_density - 0.5 * math.log(2 * math.pi), -1)))
 
 
+def actor_loss_parts(agent, start, sequence, plan):
+    """The actor's loss [D §4] on an imagined `sequence` split by reward: its task part and its
+    MI part, which sum to the loss training minimises.
+
+    λ-returns are linear in the rewards and the bootstrap values together, so the returns of the
+    task rewards with the value bootstrap plus those of the MI rewards with none are training's.
+    """
+    from dreamer_lsp._tf import tf
+    from dreamer_lsp.utils import lambda_return
+
+    task_reward, _ = agent.task_reward(sequence)  # [H - 1, N]
+    reward, _ = agent.reward(start, sequence, plan)
+    weights, task_returns, _ = agent.behavior.target(sequence['feat'], task_reward)
+    config = agent.config
+    mi_returns = lambda_return(
+        reward - task_reward,
+        tf.zeros_like(reward),
+        config.discount * tf.ones_like(reward),
+        config.return_lambda,
+    )
+    return -tf.reduce_mean(weights * task_returns), -tf.reduce_mean(weights * mi_returns)
+
+
 def batch_figures(agent, start, rng):
     """One batch's figures (the keys of FIGURES) and its skills [S, N, D]."""
     from dreamer_lsp._tf import tf
 
     plan, _ = agent.plan_skills(start)
     policy = agent.skill_policy(plan['skills'])
-    sequence = agent.world_model.imagine(policy, start, agent.horizon)
+    actor_weights = agent.behavior.actor.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        sequence = agent.world_model.imagine(policy, start, agent.horizon)
+        task_loss, mi_loss = actor_loss_parts(agent, start, sequence, plan)
     skills = agent.segment_skills(sequence)  # [S, N, D]
     prediction = agent.predictor(agent.segments(start, sequence))  # batch shape [S, N]
     shuffled = tf.gather(skills, rng.permutation(int(skills.shape[1])), axis=1)
@@ -81,6 +113,8 @@ def batch_figures(agent, start, rng):
         predictor_std=prediction.stddev(),
         within_batch_std=tf.math.reduce_std(skills, 1),
         action_change=tf.abs(actions[0] - actions[1]),
+        actor_grad_task=tf.linalg.global_norm(tape.gradient(task_loss, actor_weights)),
+        actor_grad_mi=tf.linalg.global_norm(tape.gradient(mi_loss, actor_weights)),
     )
     return {key: float(tf.reduce_mean(value)) for key, value in figures.items()}, skills.numpy()
 
@@ -137,7 +171,9 @@ def main(argv=None):
         f'log p {report["log_p"]:.2f} (MI bound {report["mi_bound"]:.2f}), pooled over batches '
         f'{report["log_p_pooled"]:.2f}; std: predictor {report["predictor_std"]:.2f}, skills '
         f'within a batch {report["within_batch_std"]:.2f}, pooled {report["pooled_std"]:.2f}; '
-        f'action change between two skills {report["action_change"]:.3f}'
+        f'action change between two skills {report["action_change"]:.3f}; actor gradient '
+        f'norm from the task reward {report["actor_grad_task"]:.3g}, from the MI reward '
+        f'{report["actor_grad_mi"]:.3g}'
     )
     if args.json:
         atomic_write_text(
