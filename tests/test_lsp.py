@@ -378,3 +378,14 @@ def test_actor_loss_parts_sum_to_the_training_loss_and_the_mi_part_reaches_the_s
     # Through the imagined states the MI reward moves the weights that read the skill.
     skill_rows = tape.gradient(mi_loss, kernel)[-agent.skill_dim :]
     assert float(tf.norm(skill_rows)) > 0
+
+
+def test_skill_information_measures_random_skills_against_their_prior():
+    agent = make('random_skills')
+    start = start_states(agent, batch(agent))
+    report = skill_information.skill_information(agent, [start])
+    # Random skills are drawn from N(0, I): log p is minus its entropy, estimated by sampling.
+    entropy = 0.5 * agent.skill_dim * np.log(2 * np.pi * np.e)
+    assert report['log_p'] == pytest.approx(-entropy, abs=1.0)
+    assert report['information'] == pytest.approx(report['log_q'] - report['log_q_shuffled'])
+    assert report['actor_grad_task'] > 0 and report['actor_grad_mi'] > 0

@@ -2,14 +2,16 @@
 
     .venv/bin/python -m tools.skill_information --run RUN --json information.json
 
-(RUN: an LSP run's logdir, e.g. runs/learning_check/batch8/dmc_cartpole_balance/lsp/0.)
+(RUN: the logdir of a run that trains a skill predictor and draws its skills by CEM or at
+random: `lsp`, `random_skills` or `lsp_fixed_policy`; e.g.
+runs/learning_check/batch8/dmc_cartpole_balance/lsp/0.)
 
 The logged MI bound (`train/skill_mi_bound`: E[log q(z | {s}, s0)] − E[log p(z)], LSP §3.2)
 compares the predictor q with the distribution p each update drew its skills from; a negative
 value says the bound is loose, not why. This tool loads the run's latest checkpoint, plans and
-imagines `--batches` training batches of its replay as training does (CEM on `cem.train_starts`
-of the batch's posterior states, then the skill policy over the plan horizon) and reports, in
-nats per skill, averaged over batches:
+imagines `--batches` training batches of its replay as training does (the skills of the
+batch's posterior states, by CEM on `cem.train_starts` of them or at random, then the skill
+policy over the plan horizon) and reports, in nats per skill, averaged over batches:
 
 - `log_q`: the predictor's log density of each segment's own skill (what the MI reward pays);
 - `log_q_shuffled`: the same with the skills shuffled over the batch's start states, so each
@@ -43,7 +45,7 @@ import numpy as np
 from dreamer_lsp.config import ConfigError
 from dreamer_lsp.rundir import RunDir, atomic_write_text
 from tools.cem_precision import start_batches
-from tools.skill_rollouts import cem_run_config, load_agent_offline
+from tools.skill_rollouts import checkpointed_run_config, load_agent_offline
 
 FIGURES = (
     'log_q',
@@ -143,16 +145,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='python -m tools.skill_information', description=__doc__.split('\n\n')[0]
     )
-    parser.add_argument('--run', type=pathlib.Path, required=True, help='an LSP run logdir')
+    parser.add_argument('--run', type=pathlib.Path, required=True, help='a skill run logdir')
     parser.add_argument('--batches', type=int, default=8, help='training batches of its replay')
     parser.add_argument('--seed', type=int, default=0, help='of the shuffles')
     parser.add_argument('--threads', type=int, default=0, help='TensorFlow intra-op threads')
     parser.add_argument('--json', type=pathlib.Path, help='also write the figures here')
     args = parser.parse_args(argv)
     try:
-        config = cem_run_config(args.run)
+        config = checkpointed_run_config(args.run)
         if not config.skills.intrinsic:
             raise ConfigError(f'{args.run} trains no skill predictor ({config.method})')
+        if config.skills.high_level not in ('cem', 'random'):
+            raise ConfigError(
+                f'{args.run} chooses its skills with a policy ({config.method}); valid: runs '
+                'whose skills come from CEM or at random'
+            )
     except (ConfigError, OSError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2

@@ -97,13 +97,19 @@ def motion_spread(final_qpos):
     )
 
 
-def cem_run_config(run):
-    """The saved config of a run that plans with CEM and has a checkpoint; ConfigError if not."""
+def checkpointed_run_config(run):
+    """The saved config of a run that has a checkpoint; ConfigError if it has none."""
     config = config_lib.load_saved(RunDir(run).config)
-    if config.skills.high_level != 'cem':
-        raise ConfigError(f'{run} does not plan with CEM ({config.method})')
     if RunDir(run).latest_name() is None:
         raise ConfigError(f'{run} holds no checkpoint')
+    return config
+
+
+def cem_run_config(run):
+    """The saved config of a run that plans with CEM and has a checkpoint; ConfigError if not."""
+    config = checkpointed_run_config(run)
+    if config.skills.high_level != 'cem':
+        raise ConfigError(f'{run} does not plan with CEM ({config.method})')
     return config
 
 
