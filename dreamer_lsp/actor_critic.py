@@ -71,7 +71,7 @@ class ActorCritic(tf.Module):
         feat: [H, N, F]; reward: [H-1, N], the rewards of all imagined states but the last.
         """
         value = self.value(feat).mode()
-        returns, discounts = self._lambda_returns(reward, value[1:])
+        returns, discounts = self.lambda_returns(reward, value[1:])
         weights = tf.stop_gradient(
             tf.math.cumprod(tf.concat([tf.ones_like(discounts[:1]), discounts[:-1]], 0), 0)
         )
@@ -83,10 +83,10 @@ class ActorCritic(tf.Module):
         The first imagined state's value enters no λ-return, so it is not computed: 10% of the
         value head's work on a 10-step rollout.
         """
-        returns, _ = self._lambda_returns(reward, self.value(feat[1:]).mode())
+        returns, _ = self.lambda_returns(reward, self.value(feat[1:]).mode())
         return returns[0]
 
-    def _lambda_returns(self, reward, next_value):
+    def lambda_returns(self, reward, next_value):
         """λ-returns [H-1, N] of rewards [H-1, N] bootstrapped from the next states' values
         [H-1, N], and the constant discounts [H-1, N] they used."""
         discounts = self.config.discount * tf.ones_like(reward)

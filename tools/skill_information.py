@@ -75,18 +75,11 @@ def actor_loss_parts(agent, start, sequence, plan):
     task rewards with the value bootstrap plus those of the MI rewards with none are training's.
     """
     from dreamer_lsp._tf import tf
-    from dreamer_lsp.utils import lambda_return
 
     task_reward, _ = agent.task_reward(sequence)  # [H - 1, N]
     reward, _ = agent.reward(start, sequence, plan)
     weights, task_returns, _ = agent.behavior.target(sequence['feat'], task_reward)
-    config = agent.config
-    mi_returns = lambda_return(
-        reward - task_reward,
-        tf.zeros_like(reward),
-        config.discount * tf.ones_like(reward),
-        config.return_lambda,
-    )
+    mi_returns, _ = agent.behavior.lambda_returns(reward - task_reward, tf.zeros_like(reward))
     return -tf.reduce_mean(weights * task_returns), -tf.reduce_mean(weights * mi_returns)
 
 
