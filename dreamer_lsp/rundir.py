@@ -44,6 +44,19 @@ def atomic_write_text(path, text):
         raise
 
 
+def checkpoint_name(step, updates):
+    """The directory name of the checkpoint at `step` after `updates`; names sort by step."""
+    return f'ckpt-{step:09d}-{updates:08d}'
+
+
+def checkpoint_name_step(name):
+    """The environment step in a checkpoint's name; ValueError for any other name."""
+    prefix, step, updates = name.split('-') if name.count('-') == 2 else ('', '', '')
+    if prefix != 'ckpt' or not (step.isdigit() and updates.isdigit()):
+        raise ValueError(f'{name!r} is not a checkpoint name (ckpt-<step>-<updates>)')
+    return int(step)
+
+
 class CheckpointError(Exception):
     """A run's checkpoints exist but none can be read; the message is one line."""
 

@@ -20,7 +20,13 @@ from dreamer_lsp import config as config_lib
 from dreamer_lsp.config import ConfigError
 from dreamer_lsp.envs import ProcessEnv, WorkerError
 from dreamer_lsp.replay import episode_files
-from dreamer_lsp.rundir import CheckpointError, CheckpointMismatchError, RunBusyError, RunDir
+from dreamer_lsp.rundir import (
+    CheckpointError,
+    CheckpointMismatchError,
+    RunBusyError,
+    RunDir,
+    checkpoint_name,
+)
 
 # Exit codes: a bad config (before anything is written), a diverged run.
 CONFIG_EXIT_CODE = 2
@@ -204,7 +210,7 @@ class Trainer:
     # Checkpoints -------------------------------------------------------------------------
 
     def _checkpoint_name(self):
-        return f'ckpt-{self.loop.step:09d}-{self.loop.updates:08d}'
+        return checkpoint_name(self.loop.step, self.loop.updates)
 
     def save_checkpoint(self):
         """Write weights, optimizer and RNG state plus the loop's state, atomically."""

@@ -249,3 +249,56 @@ def test_bad_inputs_exit_2(sweep, tmp_path, capsys):
     assert plot.main(['table', '--root', str(root), '--tasks', 'dmc_nope']) == 2
     out = str(tmp_path / 'fig')
     assert plot.main(['trajectories', '--run', str(tmp_path / 'none'), '--out', out]) == 2
+
+
+def write_skill_report(path, run, checkpoint, action_change, grad_mi):
+    """A tools.skill_information report with the fields the skills figure reads."""
+    path.write_text(
+        json.dumps(
+            dict(
+                run=run,
+                checkpoint=checkpoint,
+                action_change=action_change,
+                information=0.01,
+                actor_grad_task=10.0,
+                actor_grad_mi=grad_mi,
+            )
+        )
+    )
+    return str(path)
+
+
+def test_skill_reports_are_grouped_by_run_in_step_order_and_drawn(tmp_path):
+    lsp, rs = 'runs/cartpole/lsp/1', 'runs/cartpole/random_skills/0'
+    reports = [
+        write_skill_report(tmp_path / 'a.json', lsp, 'ckpt-000040000-00007100', 0.05, 0.5),
+        write_skill_report(tmp_path / 'b.json', lsp, 'ckpt-000010000-00001100', 0.5, 5.0),
+        write_skill_report(tmp_path / 'c.json', rs, 'ckpt-000100000-00019100', 0.02, 0.1),
+    ]
+    groups = plot.load_skill_reports(reports)
+    assert {run: [step for step, _ in points] for run, points in groups.items()} == {
+        lsp: [10000, 40000],
+        rs: [100000],
+    }
+    fig = plot.draw_skill_reports(groups)
+    action, _, gradient = fig.axes
+    lines = {line.get_label(): line for line in action.lines}
+    assert list(lines['LSP seed 1'].get_xdata()) == [10, 40]
+    assert list(lines['LSP seed 1'].get_ydata()) == [0.5, 0.05]
+    assert [list(line.get_ydata()) for line in gradient.lines] == [[0.5, 0.05], [0.01]]
+    assert gradient.get_yscale() == 'log'
+    out = tmp_path / 'skills'
+    assert plot.main(['skills', '--reports', *reports, '--out', str(out)]) == 0
+    assert out.with_suffix('.png').stat().st_size > 1000
+
+
+def test_a_bad_skill_report_exits_2_naming_the_file(tmp_path, capsys):
+    bad = write_skill_report(tmp_path / 'bad.json', 'runs/x/lsp/0', 'latest', 0.1, 1.0)
+    assert plot.main(['skills', '--reports', bad, '--out', str(tmp_path / 'f')]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(error) == 1
+        and 'bad.json is not a report of python -m tools.skill_information' in (error[0])
+    )
+    assert plot.main(['skills', '--reports', str(tmp_path / 'none.json'), '--out', 'f']) == 2
+    assert 'cannot read' in capsys.readouterr().err

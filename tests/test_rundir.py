@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from dreamer_lsp import config as config_lib
-from dreamer_lsp.rundir import CheckpointError, RunBusyError, RunDir, atomic_write_text
+from dreamer_lsp.rundir import (
+    CheckpointError,
+    RunBusyError,
+    RunDir,
+    atomic_write_text,
+    checkpoint_name,
+    checkpoint_name_step,
+)
 from dreamer_lsp.train import Every, LoopState
 
 
@@ -126,3 +133,12 @@ def test_an_atomic_write_replaces_the_file_with_the_umasks_mode_and_leaves_no_te
     assert path.read_text() == 'second'
     assert path.stat().st_mode & 0o777 == 0o644
     assert sorted(p.name for p in path.parent.iterdir()) == ['summary.json']
+
+
+def test_a_checkpoint_name_sorts_by_step_and_gives_its_step_back():
+    names = [checkpoint_name(step, updates) for step, updates in ((9000, 900), (10000, 1100))]
+    assert names == sorted(names) == ['ckpt-000009000-00000900', 'ckpt-000010000-00001100']
+    assert [checkpoint_name_step(name) for name in names] == [9000, 10000]
+    for bad in ('latest', 'ckpt-000009000', 'ckpt-x-00000900', 'unreadable-ckpt-1-2'):
+        with pytest.raises(ValueError, match='not a checkpoint name'):
+            checkpoint_name_step(bad)

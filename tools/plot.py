@@ -5,6 +5,7 @@
     python -m tools.plot ablation --root ROOT --out figures/fig6b     # Fig. 6b, MI ablation
     python -m tools.plot transfer --root ROOT --out figures/fig9      # Fig. 5 / 9, transfer
     python -m tools.plot trajectories --run RUN --out figures/fig8    # Fig. 8 / 1, root paths
+    python -m tools.plot skills --reports R1.json R2.json --out F       # skill use over training
     python -m tools.plot export --root ROOT --out scores.json         # published score format
     python -m tools.plot table --root ROOT                            # final scores, markdown
 
@@ -12,6 +13,7 @@ Figures are written as ``<out>.png`` and ``<out>.pdf``. Errors are one line with
 """
 
 import argparse
+import json
 import math
 import sys
 import zlib
@@ -22,7 +24,7 @@ import numpy as np
 from matplotlib.collections import LineCollection
 
 from dreamer_lsp.replay import episode_files
-from dreamer_lsp.rundir import RunDir
+from dreamer_lsp.rundir import RunDir, checkpoint_name_step
 from tools import scores
 
 plt.switch_backend('Agg')
@@ -259,6 +261,75 @@ def draw_trajectories(runs, steps):
     return fig
 
 
+SKILL_PANELS = (
+    ('Action change between two skills', lambda report: report['action_change'], 'linear'),
+    ('Information about the skill (nats)', lambda report: report['information'], 'linear'),
+    (
+        'Actor gradient norm, MI / task reward',
+        lambda report: report['actor_grad_mi'] / report['actor_grad_task'],
+        'log',
+    ),
+)
+SEED_MARKERS = 'os^Dv'
+
+
+def load_skill_reports(paths):
+    """``tools.skill_information`` reports grouped by run: {run: [(step, report), ...]} by step.
+
+    The step is the one in the report's checkpoint name; ScoreError (one line) for a file that
+    is missing, not JSON, or not such a report.
+    """
+    groups = {}
+    for path in paths:
+        try:
+            report = json.loads(Path(path).read_text())
+            step = checkpoint_name_step(report['checkpoint'])
+            for _, value, _ in SKILL_PANELS:
+                value(report)
+        except OSError as error:
+            raise scores.ScoreError(f'cannot read {path}: {error.strerror}') from None
+        except (ValueError, KeyError, TypeError, ZeroDivisionError) as error:
+            raise scores.ScoreError(
+                f'{path} is not a report of python -m tools.skill_information --json '
+                f'({type(error).__name__}: {error})'
+            ) from None
+        groups.setdefault(report['run'], []).append((step, report))
+    return {run: sorted(points, key=lambda point: point[0]) for run, points in groups.items()}
+
+
+def draw_skill_reports(groups):
+    """How much a run's actor uses its skill, per measured checkpoint (the C3 diagnosis).
+
+    One line per run (``<...>/<method>/<seed>``): the change of the actor's action between two
+    skills, the information the imagined states carry about the skill, and the MI reward's
+    share of the actor's gradient norm. Returns the figure.
+    """
+    fig, axes = _grid(len(SKILL_PANELS))
+    max_step = max(step for points in groups.values() for step, _ in points)
+    scale, unit = _step_scale(max_step)
+    for run, points in groups.items():
+        method, seed = Path(run).parts[-2:]
+        marker = SEED_MARKERS[int(seed) % len(SEED_MARKERS)] if seed.isdigit() else 'o'
+        steps = np.array([step for step, _ in points]) / scale
+        for ax, (_, value, _) in zip(axes, SKILL_PANELS):
+            ax.plot(
+                steps,
+                [value(report) for _, report in points],
+                color=method_color(method),
+                marker=marker,
+                lw=1.4,
+                label=f'{method_label(method)} seed {seed}',
+            )
+    for ax, (title, _, yscale) in zip(axes, SKILL_PANELS):
+        ax.set_title(title, fontsize=10)
+        ax.set_yscale(yscale)
+        ax.set_xlim(0, max_step / scale * 1.05)
+        ax.set_xlabel(f'Environment steps ({unit})')
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return fig
+
+
 def _root_args(parser, metric, bin_size, max_steps):
     """Arguments shared by the commands that read a sweep."""
     parser.add_argument('--root', required=True, help=f'sweep laid out as {scores.LAYOUT}')
@@ -305,7 +376,11 @@ def build_parser():
     trajectories.add_argument('--steps', type=int, default=40000)
     for command in (curves, ablation, transfer):
         _curve_args(command)
-    for command in (curves, ablation, transfer, trajectories):
+    skills = commands.add_parser(
+        'skills', help='skill use per checkpoint, from tools.skill_information reports'
+    )
+    skills.add_argument('--reports', nargs='+', required=True, help='their --json files')
+    for command in (curves, ablation, transfer, trajectories, skills):
         command.add_argument('--out', required=True, help='writes <out>.png and <out>.pdf')
     export = commands.add_parser('export', help='scores as {task, method, seed, xs, ys} JSON')
     _root_args(export, 'test/return', 1e5, None)
@@ -322,6 +397,8 @@ def run(args):
             if not Path(path).is_dir():
                 raise scores.ScoreError(f'run directory {path} does not exist')
         return save(draw_trajectories(args.run, args.steps), args.out)
+    if args.command == 'skills':
+        return save(draw_skill_reports(load_skill_reports(args.reports)), args.out)
     runs = scores.find_runs(args.root, args.tasks, args.methods)
     records = scores.score_runs(runs, args.metric, args.bin, args.bin_offset, args.max_steps)
     if args.command in ('export', 'table'):
