@@ -301,8 +301,8 @@ def draw_skill_reports(groups):
     """How much a run's actor uses its skill, per measured checkpoint (the C3 diagnosis).
 
     One line per run (``<...>/<method>/<seed>``): the change of the actor's action between two
-    skills, the information the imagined states carry about the skill, and the MI reward's
-    share of the actor's gradient norm. Returns the figure.
+    skills, the information the imagined states carry about the skill, and the ratio of the
+    actor's gradient norms from the MI and the task rewards. Returns the figure.
     """
     fig, axes = _grid(len(SKILL_PANELS))
     max_step = max(step for points in groups.values() for step, _ in points)
