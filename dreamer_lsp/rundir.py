@@ -51,10 +51,10 @@ def checkpoint_name(step, updates):
 
 def checkpoint_name_step(name):
     """The environment step in a checkpoint's name; ValueError for any other name."""
-    prefix, step, updates = name.split('-') if name.count('-') == 2 else ('', '', '')
-    if prefix != 'ckpt' or not (step.isdigit() and updates.isdigit()):
+    parts = name.split('-')
+    if len(parts) != 3 or parts[0] != 'ckpt' or not all(part.isdigit() for part in parts[1:]):
         raise ValueError(f'{name!r} is not a checkpoint name (ckpt-<step>-<updates>)')
-    return int(step)
+    return int(parts[1])
 
 
 class CheckpointError(Exception):

@@ -296,9 +296,7 @@ def test_a_bad_skill_report_exits_2_naming_the_file(tmp_path, capsys):
     bad = write_skill_report(tmp_path / 'bad.json', 'runs/x/lsp/0', 'latest', 0.1, 1.0)
     assert plot.main(['skills', '--reports', bad, '--out', str(tmp_path / 'f')]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert (
-        len(error) == 1
-        and 'bad.json is not a report of python -m tools.skill_information' in (error[0])
-    )
+    assert len(error) == 1
+    assert 'bad.json is not a report of python -m tools.skill_information' in error[0]
     assert plot.main(['skills', '--reports', str(tmp_path / 'none.json'), '--out', 'f']) == 2
     assert 'cannot read' in capsys.readouterr().err

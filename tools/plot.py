@@ -274,7 +274,8 @@ SEED_MARKERS = 'os^Dv'
 
 
 def load_skill_reports(paths):
-    """``tools.skill_information`` reports grouped by run: {run: [(step, report), ...]} by step.
+    """``tools.skill_information`` reports grouped by run, in step order: {run: [(step, values),
+    ...]} with one value per panel of SKILL_PANELS.
 
     The step is the one in the report's checkpoint name; ScoreError (one line) for a file that
     is missing, not JSON, or not such a report.
@@ -284,8 +285,7 @@ def load_skill_reports(paths):
         try:
             report = json.loads(Path(path).read_text())
             step = checkpoint_name_step(report['checkpoint'])
-            for _, value, _ in SKILL_PANELS:
-                value(report)
+            values = [value(report) for _, value, _ in SKILL_PANELS]
         except OSError as error:
             raise scores.ScoreError(f'cannot read {path}: {error.strerror}') from None
         except (ValueError, KeyError, TypeError, ZeroDivisionError) as error:
@@ -293,7 +293,7 @@ def load_skill_reports(paths):
                 f'{path} is not a report of python -m tools.skill_information --json '
                 f'({type(error).__name__}: {error})'
             ) from None
-        groups.setdefault(report['run'], []).append((step, report))
+        groups.setdefault(report['run'], []).append((step, values))
     return {run: sorted(points, key=lambda point: point[0]) for run, points in groups.items()}
 
 
@@ -311,10 +311,10 @@ def draw_skill_reports(groups):
         method, seed = Path(run).parts[-2:]
         marker = SEED_MARKERS[int(seed) % len(SEED_MARKERS)] if seed.isdigit() else 'o'
         steps = np.array([step for step, _ in points]) / scale
-        for ax, (_, value, _) in zip(axes, SKILL_PANELS):
+        for panel, ax in enumerate(axes):
             ax.plot(
                 steps,
-                [value(report) for _, report in points],
+                [values[panel] for _, values in points],
                 color=method_color(method),
                 marker=marker,
                 lw=1.4,
