@@ -268,13 +268,16 @@ def write_skill_report(path, run, checkpoint, action_change, grad_mi):
     return str(path)
 
 
-def test_skill_reports_are_grouped_by_run_in_step_order_and_drawn(tmp_path):
+def test_skill_reports_are_grouped_by_run_in_step_order_drawn_and_tabled(tmp_path, capsys):
     lsp, rs = 'runs/cartpole/lsp/1', 'runs/cartpole/random_skills/0'
     reports = [
         write_skill_report(tmp_path / 'a.json', lsp, 'ckpt-000040000-00007100', 0.05, 0.5),
         write_skill_report(tmp_path / 'b.json', lsp, 'ckpt-000010000-00001100', 0.5, 5.0),
         write_skill_report(tmp_path / 'c.json', rs, 'ckpt-000100000-00019100', 0.02, 0.1),
     ]
+    # A small negative estimate of the information, written 0 in the table.
+    report = json.loads(Path(reports[2]).read_text())
+    Path(reports[2]).write_text(json.dumps(dict(report, information=-0.0004)))
     groups = plot.load_skill_reports(reports)
     assert {run: [step for step, _ in points] for run, points in groups.items()} == {
         lsp: [10000, 40000],
@@ -290,6 +293,15 @@ def test_skill_reports_are_grouped_by_run_in_step_order_and_drawn(tmp_path):
     out = tmp_path / 'skills'
     assert plot.main(['skills', '--reports', *reports, '--out', str(out)]) == 0
     assert out.with_suffix('.png').stat().st_size > 1000
+    table = capsys.readouterr().out.splitlines()
+    assert table[:5] == [
+        '| method | seed | step | action change | information (nats) '
+        '| actor gradient, task reward | actor gradient, MI reward |',
+        '|---|---|---|---|---|---|---|',
+        '| `lsp` | 1 | 10,000 | 0.500 | 0.010 | 10 | 5 |',
+        '| `lsp` | 1 | 40,000 | 0.050 | 0.010 | 10 | 0.5 |',
+        '| `random_skills` | 0 | 100,000 | 0.020 | 0.000 | 10 | 0.1 |',
+    ]
 
 
 def test_a_bad_skill_report_exits_2_naming_the_file(tmp_path, capsys):
@@ -298,5 +310,11 @@ def test_a_bad_skill_report_exits_2_naming_the_file(tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1
     assert 'bad.json is not a report of python -m tools.skill_information' in error[0]
+    checkpoint = 'ckpt-000010000-00001100'
+    text = write_skill_report(tmp_path / 'text.json', 'runs/x/lsp/0', checkpoint, 'high', 1.0)
+    assert plot.main(['skills', '--reports', text, '--out', str(tmp_path / 'f')]) == 2
+    assert 'text.json is not a report of python -m tools.skill_information --json (ValueError' in (
+        capsys.readouterr().err
+    )
     assert plot.main(['skills', '--reports', str(tmp_path / 'none.json'), '--out', 'f']) == 2
     assert 'cannot read' in capsys.readouterr().err

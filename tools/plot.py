@@ -5,7 +5,7 @@
     python -m tools.plot ablation --root ROOT --out figures/fig6b     # Fig. 6b, MI ablation
     python -m tools.plot transfer --root ROOT --out figures/fig9      # Fig. 5 / 9, transfer
     python -m tools.plot trajectories --run RUN --out figures/fig8    # Fig. 8 / 1, root paths
-    python -m tools.plot skills --reports R1.json R2.json --out F       # skill use over training
+    python -m tools.plot skills --reports R1.json R2.json --out F     # skill use, + table
     python -m tools.plot export --root ROOT --out scores.json         # published score format
     python -m tools.plot table --root ROOT                            # final scores, markdown
 
@@ -261,21 +261,38 @@ def draw_trajectories(runs, steps):
     return fig
 
 
+def _skill_values(report):
+    """The readings of one ``tools.skill_information`` report that the skills figure and table
+    show, by name."""
+    grad_task, grad_mi = float(report['actor_grad_task']), float(report['actor_grad_mi'])
+    return dict(
+        action_change=float(report['action_change']),
+        information=float(report['information']),
+        grad_task=grad_task,
+        grad_mi=grad_mi,
+        grad_ratio=grad_mi / grad_task,
+    )
+
+
+# (title, value, y scale) per panel of the skills figure.
 SKILL_PANELS = (
-    ('Action change between two skills', lambda report: report['action_change'], 'linear'),
-    ('Information about the skill (nats)', lambda report: report['information'], 'linear'),
-    (
-        'Actor gradient norm, MI / task reward',
-        lambda report: report['actor_grad_mi'] / report['actor_grad_task'],
-        'log',
-    ),
+    ('Action change between two skills', 'action_change', 'linear'),
+    ('Information about the skill (nats)', 'information', 'linear'),
+    ('Actor gradient norm, MI / task reward', 'grad_ratio', 'log'),
+)
+# (header, value, format) per column of the skills table after method, seed and step.
+SKILL_COLUMNS = (
+    ('action change', 'action_change', '.3f'),
+    ('information (nats)', 'information', '.3f'),
+    ('actor gradient, task reward', 'grad_task', '.3g'),
+    ('actor gradient, MI reward', 'grad_mi', '.3g'),
 )
 SEED_MARKERS = 'os^Dv'
 
 
 def load_skill_reports(paths):
     """``tools.skill_information`` reports grouped by run, in step order: {run: [(step, values),
-    ...]} with one value per panel of SKILL_PANELS.
+    ...]} with the values of ``_skill_values``.
 
     The step is the one in the report's checkpoint name; ScoreError (one line) for a file that
     is missing, not JSON, or not such a report.
@@ -285,7 +302,7 @@ def load_skill_reports(paths):
         try:
             report = json.loads(Path(path).read_text())
             step = checkpoint_name_step(report['checkpoint'])
-            values = [value(report) for _, value, _ in SKILL_PANELS]
+            values = _skill_values(report)
         except OSError as error:
             raise scores.ScoreError(f'cannot read {path}: {error.strerror}') from None
         except (ValueError, KeyError, TypeError, ZeroDivisionError) as error:
@@ -295,6 +312,12 @@ def load_skill_reports(paths):
             ) from None
         groups.setdefault(report['run'], []).append((step, values))
     return {run: sorted(points, key=lambda point: point[0]) for run, points in groups.items()}
+
+
+def _method_and_seed(run):
+    """A run directory ``<...>/<method>/<seed>`` as (method, seed)."""
+    method, seed = Path(run).parts[-2:]
+    return method, seed
 
 
 def draw_skill_reports(groups):
@@ -308,13 +331,13 @@ def draw_skill_reports(groups):
     max_step = max(step for points in groups.values() for step, _ in points)
     scale, unit = _step_scale(max_step)
     for run, points in groups.items():
-        method, seed = Path(run).parts[-2:]
+        method, seed = _method_and_seed(run)
         marker = SEED_MARKERS[int(seed) % len(SEED_MARKERS)] if seed.isdigit() else 'o'
         steps = np.array([step for step, _ in points]) / scale
-        for panel, ax in enumerate(axes):
+        for ax, (_, name, _) in zip(axes, SKILL_PANELS):
             ax.plot(
                 steps,
-                [values[panel] for _, values in points],
+                [values[name] for _, values in points],
                 color=method_color(method),
                 marker=marker,
                 lw=1.4,
@@ -328,6 +351,23 @@ def draw_skill_reports(groups):
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     return fig
+
+
+def format_skill_table(groups):
+    """The readings that ``draw_skill_reports`` draws, with both gradient norms, as a markdown
+    table: one row per report, in the order of the groups."""
+    headers = ['method', 'seed', 'step'] + [header for header, _, _ in SKILL_COLUMNS]
+    lines = ['| ' + ' | '.join(headers) + ' |', '|' + '---|' * len(headers)]
+    for run, points in groups.items():
+        method, seed = _method_and_seed(run)
+        for step, values in points:
+            cells = [f'`{method}`', seed, f'{step:,}']
+            for _, name, spec in SKILL_COLUMNS:
+                cell = format(values[name], spec)
+                # A reading that rounds to zero is written 0, whatever its sign.
+                cells.append(cell.lstrip('-') if float(cell) == 0 else cell)
+            lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
 
 
 def _root_args(parser, metric, bin_size, max_steps):
@@ -377,7 +417,9 @@ def build_parser():
     for command in (curves, ablation, transfer):
         _curve_args(command)
     skills = commands.add_parser(
-        'skills', help='skill use per checkpoint, from tools.skill_information reports'
+        'skills',
+        help='skill use per checkpoint from tools.skill_information reports: a figure, and'
+        ' the readings printed as a markdown table',
     )
     skills.add_argument('--reports', nargs='+', required=True, help='their --json files')
     for command in (curves, ablation, transfer, trajectories, skills):
@@ -398,7 +440,9 @@ def run(args):
                 raise scores.ScoreError(f'run directory {path} does not exist')
         return save(draw_trajectories(args.run, args.steps), args.out)
     if args.command == 'skills':
-        return save(draw_skill_reports(load_skill_reports(args.reports)), args.out)
+        groups = load_skill_reports(args.reports)
+        print(format_skill_table(groups))
+        return save(draw_skill_reports(groups), args.out)
     runs = scores.find_runs(args.root, args.tasks, args.methods)
     records = scores.score_runs(runs, args.metric, args.bin, args.bin_offset, args.max_steps)
     if args.command in ('export', 'table'):
