@@ -375,6 +375,22 @@ def test_failed_source_blocks_its_target_and_a_locked_run_is_left_alone(tmp_path
     assert 'Summary: 3 runs: 1 failed, 1 blocked, 1 busy' in capsys.readouterr().out
 
 
+def test_a_free_slot_goes_to_a_finished_sources_relabeling_before_the_next_source(tmp_path, capsys):
+    source = cartpole(tmp_path, 0, '--steps', '600')
+    # Listed before the relabeling; fails at once (exit code 2 before TensorFlow loads).
+    other_source = cartpole(tmp_path, 1, '--transfer.checkpoint', '/no/such/run')
+    relabeling = sweep.relabel_run(tmp_path, source, 'dmc_cartpole_swingup')
+    status = sweep.run_local([source, other_source, relabeling], parallel=1)
+    assert status == {
+        source.logdir: sweep.DONE,
+        other_source.logdir: sweep.FAILED,
+        relabeling.logdir: sweep.DONE,
+    }
+    lines = capsys.readouterr().out.splitlines()
+    started = [line.split()[1] for line in lines if line.startswith('start ')]
+    assert started == [source.label, relabeling.label, other_source.label]
+
+
 def test_local_sweep_runs_in_parallel_then_skips_finished_runs(tmp_path, capsys):
     runs = [cartpole(tmp_path, seed, '--steps', '600') for seed in (0, 1)]
     status = sweep.run_local(runs, parallel=2)

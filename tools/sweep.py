@@ -30,15 +30,17 @@ when its output holds ``relabel.json`` (the script writes it atomically, last). 
 are skipped; unfinished ones are started with the same command, which resumes them from their
 checkpoint.
 
-Local backend: ``--parallel N`` programs at a time, each in its own session (Ctrl-C reaches only
-the launcher, which passes it on to every program as SIGTERM: they checkpoint and exit, and the
-next launch resumes them; SIGUSR1 to the launcher pauses them at episode ends). With ``--gpus 0,1``
-slot *i* gets ``CUDA_VISIBLE_DEVICES`` = the *i*-th id (the rest of the environment is passed
-unchanged). A run starts when everything it depends on has finished; if one of those fails, it is
-reported as blocked. A program that exits with code 3 diverged (a non-finite loss, gradient norm or
-weight; its last checkpoint is untouched) and is reported as diverged, with its one-line reason,
-rather than as failed. A lock file held by the program for its whole life keeps two launchers from
-running the same logdir at once.
+Local backend: ``--parallel N`` programs at a time, each in its own session (Ctrl-C reaches only the
+launcher, which passes it on to every program as SIGTERM: they checkpoint and exit, and the next
+launch resumes them; SIGUSR1 to the launcher pauses them at episode ends). With ``--gpus 0,1`` slot
+*i* gets ``CUDA_VISIBLE_DEVICES`` = the *i*-th id (the rest of the environment is passed unchanged).
+A run starts when everything it depends on has finished; if one of those fails, it is reported as
+blocked. A free slot goes first to a run whose sources have finished (a relabeling or a transfer
+target), then to the next independent run in the grid's order, so a finished source never waits for
+its targets behind other sources. A program that exits with code 3 diverged (a non-finite loss,
+gradient norm or weight; its last checkpoint is untouched) and is reported as diverged, with its
+one-line reason, rather than as failed. A lock file held by the program for its whole life keeps two
+launchers from running the same logdir at once.
 
 SLURM backend, through submitit (``pip install submitit==1.5.4``; imported only when used):
 the runs are independent, long (days), single-GPU programs that checkpoint and resume
@@ -467,7 +469,8 @@ def run_local(runs, parallel=1, gpus=()):
         _signal_handler(signal.SIGINT, stop),
     ):
         while (pending and not forwarded) or running:
-            for run in list(pending):
+            # Runs with dependencies first, each group in the grid's order (a stable sort).
+            for run in sorted(pending, key=lambda run: not run.depends_on):
                 if forwarded:
                     break
                 states = [status.get(logdir) for logdir in run.depends_on]
