@@ -36,10 +36,10 @@ launch resumes them; SIGUSR1 to the launcher pauses them at episode ends). With 
 *i* gets ``CUDA_VISIBLE_DEVICES`` = the *i*-th id (the rest of the environment is passed unchanged).
 A run starts when everything it depends on has finished; if one of those fails, it is reported as
 blocked. A free slot goes first to a run whose sources have finished (a relabeling or a transfer
-target), then to the next independent run in the grid's order, so a finished source never waits for
-its targets behind other sources. A program that exits with code 3 diverged (a non-finite loss,
-gradient norm or weight; its last checkpoint is untouched) and is reported as diverged, with its
-one-line reason, rather than as failed. A lock file held by the program for its whole life keeps two
+target), then to the next independent run in the grid's order, so a finished source's targets never
+wait behind other sources. A program that exits with code 3 diverged (a non-finite loss, gradient
+norm or weight; its last checkpoint is untouched) and is reported as diverged, with its one-line
+reason, rather than as failed. A lock file held by the program for its whole life keeps two
 launchers from running the same logdir at once.
 
 SLURM backend, through submitit (``pip install submitit==1.5.4``; imported only when used):
