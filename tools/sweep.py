@@ -445,7 +445,11 @@ def run_local(runs, parallel=1, gpus=()):
         if is_finished(run):
             status[run.logdir] = FINISHED
             _say(FINISHED, run)
-    pending = [run for run in runs if run.logdir not in status]
+    # Runs with dependencies first, each group in the grid's order (a stable sort), so a free
+    # slot takes a finished source's relabeling or target before the next source.
+    pending = sorted(
+        (run for run in runs if run.logdir not in status), key=lambda run: not run.depends_on
+    )
     running, free = {}, list(range(parallel))
     # The signals forwarded to every program since the sweep was asked to stop. The handler
     # only records and forwards, so a stop that arrives while a program starts cannot orphan
@@ -469,8 +473,7 @@ def run_local(runs, parallel=1, gpus=()):
         _signal_handler(signal.SIGINT, stop),
     ):
         while (pending and not forwarded) or running:
-            # Runs with dependencies first, each group in the grid's order (a stable sort).
-            for run in sorted(pending, key=lambda run: not run.depends_on):
+            for run in list(pending):
                 if forwarded:
                     break
                 states = [status.get(logdir) for logdir in run.depends_on]
