@@ -184,6 +184,22 @@ def test_motion_verdicts_by_hand(
     assert f'by more than the larger std: {"passed" if collapse else "failed"}' in printed
 
 
+def test_motion_without_the_no_noise_arm_reports_c3b_not_run(tmp_path, capsys):
+    for seed, ratio in enumerate([1.1, 5.5, 1.6]):
+        write_motion_report(tmp_path, 'lsp', seed, ratio)
+    out = tmp_path / 'summary.json'
+    args = ['motion', '--root', str(tmp_path), '--no-noise-seeds', '--out', str(out)]
+    assert claims.main(args) == 0
+    result = json.loads(out.read_text())
+    assert list(result['groups']) == ['lsp']
+    assert result['groups']['lsp']['mean'] == pytest.approx(8.2 / 3)
+    assert result['c3a_skills_differ'] is False  # seed 0's 1.1
+    assert result['c3b_collapse_without_noise'] is None
+    printed = capsys.readouterr().out
+    assert 'on every lsp seed: failed' in printed
+    assert 'by more than the larger std: not run' in printed
+
+
 def test_motion_refuses_missing_or_unreadable_reports(tmp_path, capsys):
     for seed in range(3):
         write_motion_report(tmp_path, 'lsp', seed, 2.0)

@@ -24,7 +24,8 @@ of adaptation, C4). Seeds 0, 1 and 2 by default.
 `motion` (C3) reads the motion reports `<root>/motion_<arm>_<seed>.json` written by
 `python -m tools.skill_rollouts --json` for the arms `lsp` (`--seeds`) and `lsp_no_noise`
 (`--no-noise-seeds`), both 0, 1 and 2 by default. C3a passes when the motion ratio exceeds 1.5
-on every `lsp` seed, C3b when `lsp`'s ratio beats `lsp_no_noise`'s.
+on every `lsp` seed, C3b when `lsp`'s ratio beats `lsp_no_noise`'s; `--no-noise-seeds` with no
+seed reports C3b as not run (null in the JSON).
 
 `explore` reads a cartpole run's stored training episodes and prints the farthest cart position
 reached with the pole upright (cos θ ≥ 0.995), over its episodes, and how many episodes earned
@@ -184,10 +185,11 @@ def motion_ratio(path):
 def compare_motion(root, seeds=SEEDS, no_noise_seeds=SEEDS):
     """C3's verdicts from the motion reports under `root` of `lsp` (`seeds`) and `lsp_no_noise`
     (`no_noise_seeds`): C3a, every `lsp` ratio above MOTION_RATIO_THRESHOLD; C3b, `lsp`'s ratio
-    beats `lsp_no_noise`'s."""
+    beats `lsp_no_noise`'s, or None (not run) without `no_noise_seeds`."""
     reports = {
         arm: {str(seed): motion_report_path(root, arm, seed) for seed in arm_seeds}
         for arm, arm_seeds in zip(MOTION_ARMS, (seeds, no_noise_seeds))
+        if arm_seeds
     }
     missing = [
         str(path) for by_seed in reports.values() for path in by_seed.values() if not path.is_file()
@@ -198,12 +200,12 @@ def compare_motion(root, seeds=SEEDS, no_noise_seeds=SEEDS):
     for arm, by_seed in reports.items():
         per_seed = {seed: motion_ratio(path) for seed, path in by_seed.items()}
         groups[arm] = dict(per_seed=per_seed, **summary(list(per_seed.values())))
-    lsp, no_noise = (groups[arm] for arm in MOTION_ARMS)
+    lsp, no_noise = (groups.get(arm) for arm in MOTION_ARMS)
     return dict(
         ratio_threshold=MOTION_RATIO_THRESHOLD,
         groups=groups,
         c3a_skills_differ=all(ratio > MOTION_RATIO_THRESHOLD for ratio in lsp['per_seed'].values()),
-        c3b_collapse_without_noise=beats(lsp, no_noise),
+        c3b_collapse_without_noise=beats(lsp, no_noise) if no_noise else None,
     )
 
 
@@ -258,8 +260,8 @@ def compare_exploration(
 
 
 def outcome(passed):
-    """A verdict as a word."""
-    return 'passed' if passed else 'failed'
+    """A verdict as words: passed, failed, or not run (None)."""
+    return 'not run' if passed is None else 'passed' if passed else 'failed'
 
 
 def format_groups(groups, digits):
@@ -362,7 +364,12 @@ def main(argv=None):
     motion = commands.add_parser('motion', help="C3: the skills' motion ratios and verdicts")
     motion.add_argument('--root', required=True, help='the directory of motion_<arm>_<seed>.json')
     motion.add_argument('--seeds', nargs='+', default=list(SEEDS), help='seeds of lsp')
-    motion.add_argument('--no-noise-seeds', nargs='+', default=list(SEEDS), help='of lsp_no_noise')
+    motion.add_argument(
+        '--no-noise-seeds',
+        nargs='*',
+        default=list(SEEDS),
+        help='of lsp_no_noise; none: C3b not run',
+    )
     motion.add_argument('--out', help='write the result as JSON here')
     exploration = commands.add_parser('explore', help='upright excursions of a cartpole run')
     exploration.add_argument('--run', required=True, help="a run's logdir, with its episodes")
