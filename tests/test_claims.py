@@ -48,6 +48,7 @@ def test_verdicts_by_hand(root):
     result = claims.compare(root, TASK, methods, random_return=300, seeds=['0', '1'])
     lsp, dreamer, random_skills = (result['groups'][m] for m in ('lsp', 'dreamer', 'random_skills'))
     assert lsp['per_seed'] == {'0': 800.0, '1': 600.0}
+    assert lsp['first_evaluation'] == {'0': 100.0, '1': 50.0}
     assert (lsp['mean'], lsp['std'], lsp['seeds']) == (700.0, 100.0, 2)
     assert (dreamer['mean'], dreamer['std']) == (600.0, 10.0)
     assert (random_skills['mean'], random_skills['std']) == (250.0, 0.0)
@@ -74,7 +75,9 @@ def test_compare_command_writes_the_summary_and_refuses_missing_methods(root, ca
     args = ['compare', '--root', str(root), '--task', TASK, '--seeds', '0', '1', '--methods']
     assert claims.main(args + ['lsp', 'dreamer', '--out', str(out)]) == 0
     assert json.loads(out.read_text())['groups']['lsp']['mean'] == 700.0
-    assert '| lsp | 0: 800.0, 1: 600.0 | 700.0 ± 100.0 |' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert '| lsp | 0: 800.0, 1: 600.0 | 700.0 ± 100.0 |' in printed
+    assert 'dreamer first evaluation per seed: 0: 300.0, 1: 900.0' in printed
     assert claims.main(args + ['lsp', 'no_mi']) == 2
     assert capsys.readouterr().err == (
         f'claims: error: missing runs under {root / TASK}: no_mi seeds 0, 1\n'

@@ -16,10 +16,12 @@ report), it names what is missing and gives no verdict.
 `compare` prints each seed's number, mean ± std over seeds (ddof 0, as every table of this
 project) and, for every ordered pair of methods, whether the first *beats* the second (mean
 difference larger than the larger of the two stds) and whether it is *at least as good* (mean no
-lower than the other's minus that std). A method *learned* when it beats the random policy's
-return (`--random`, taken with std 0). `--metric final` (default) is the mean evaluation return
-over the last 20% of the run's steps; `--metric whole` the mean over all its evaluations (speed
-of adaptation, C4). Seeds 0, 1 and 2 by default.
+lower than the other's minus that std). It also gives each seed's first evaluation, a diagnostic
+outside every verdict: a transfer target's is taken before its first update, so it shows what
+the source brings (C4). A method *learned* when it beats the random policy's return (`--random`,
+taken with std 0). `--metric final` (default) is the mean evaluation return over the last 20% of
+the run's steps; `--metric whole` the mean over all its evaluations (speed of adaptation, C4).
+Seeds 0, 1 and 2 by default.
 
 `motion` (C3) reads the motion reports `<root>/motion_<arm>_<seed>.json` written by
 `python -m tools.skill_rollouts --json` for the arms `lsp` (`--seeds`) and `lsp_no_noise`
@@ -131,7 +133,11 @@ def compare(root, task, methods, metric='final', random_return=None, seeds=SEEDS
     groups = {}
     for method, by_seed in seed_runs(root, task, methods, seeds).items():
         per_seed = {seed: score(run) for seed, run in by_seed.items()}
-        groups[method] = dict(per_seed=per_seed, **summary(list(per_seed.values())))
+        # A diagnostic, not a criterion: a transfer target's head start (C4) shows here.
+        first = {seed: float(evaluations(run)[1][0]) for seed, run in by_seed.items()}
+        groups[method] = dict(
+            per_seed=per_seed, first_evaluation=first, **summary(list(per_seed.values()))
+        )
     pairs = {
         f'{a} vs {b}': dict(
             beats=beats(groups[a], groups[b]),
@@ -280,6 +286,12 @@ def format_compare(result):
     """The comparison as markdown: one row per method, then the verdicts."""
     lines = [f'{result["task"]}, {result["metric"]} return', '']
     lines += format_groups(result['groups'], 1)
+    lines.append('')
+    for method, group in result['groups'].items():
+        first = ', '.join(
+            f'{seed}: {value:.1f}' for seed, value in group['first_evaluation'].items()
+        )
+        lines.append(f'{method} first evaluation per seed: {first}')
     lines.append('')
     for pair, verdict in result['pairs'].items():
         lines.append(
