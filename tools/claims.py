@@ -133,7 +133,6 @@ def compare(root, task, methods, metric='final', random_return=None, seeds=SEEDS
     groups = {}
     for method, by_seed in seed_runs(root, task, methods, seeds).items():
         per_seed = {seed: score(run) for seed, run in by_seed.items()}
-        # A diagnostic, not a criterion: a transfer target's head start (C4) shows here.
         first = {seed: float(evaluations(run)[1][0]) for seed, run in by_seed.items()}
         groups[method] = dict(
             per_seed=per_seed, first_evaluation=first, **summary(list(per_seed.values()))
