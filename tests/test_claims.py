@@ -302,3 +302,13 @@ def test_exploration_refuses_missing_and_unfinished_runs(tmp_path, capsys):
     assert capsys.readouterr().out == (
         '1 episodes: farthest upright |x| mean 0.20, max 0.20; rewarded episodes 0\n'
     )
+
+
+def test_cart_drift_by_hand(tmp_path, capsys):
+    # Three episodes; with --last 2 only the last two count: returns 3 and 5, cart at 0.5 and 1.0.
+    for name, cart, reward in (('0', 9.0, 100.0), ('1', 0.5, 1.5), ('2', 1.0, 2.5)):
+        qpos = np.stack([np.full(3, cart), np.zeros(3)], axis=1)
+        np.savez(tmp_path / f'{name}.npz', qpos=qpos, reward=np.full(2, reward))
+    assert claims.cart_drift(tmp_path, last=2) == (4.0, 0.75, 2)
+    assert claims.main(['drift', '--episodes', str(tmp_path), '--last', '2']) == 0
+    assert capsys.readouterr().out == '2 episodes: return 4.0, cart position 0.75\n'

@@ -29,6 +29,10 @@ Seeds 0, 1 and 2 by default.
 on every `lsp` seed, C3b when `lsp`'s ratio beats `lsp_no_noise`'s; `--no-noise-seeds` with no
 seed reports C3b as not run (null in the JSON).
 
+`drift --episodes DIR` prints the mean return and mean cart position of the last 10 episodes
+(`--last`) of a directory of cartpole episodes: on a source's episodes relabeled for a transfer
+target, what the target starts from (C4's diagnosis).
+
 `explore` reads a cartpole run's stored training episodes and prints the farthest cart position
 reached with the pole upright (cos θ ≥ 0.995), over its episodes, and how many episodes earned
 any reward. `explore-compare` (C5) does so for seeds 0 and 1 of `lsp_fixed_policy` and `dreamer`
@@ -233,6 +237,21 @@ def upright_excursions(run, upright_cosine=UPRIGHT_COSINE):
     return farthest, rewarded
 
 
+def cart_drift(episodes, last=10):
+    """Mean return and mean cart position (qpos[:, 0]) over the `last` episodes of a directory of
+    cartpole episodes, e.g. a source's episodes relabeled with a target reward: what a transfer
+    target is seeded with, and whether the source's cart already sits near the target's goal."""
+    files = episode_files(episodes)[-last:]
+    if not files:
+        raise scores.ScoreError(f'no episodes in {episodes}')
+    returns, positions = [], []
+    for path in files:
+        with np.load(path) as episode:
+            returns.append(float(episode['reward'].sum()))
+            positions.append(float(episode['qpos'][:, 0].mean()))
+    return float(np.mean(returns)), float(np.mean(positions)), len(files)
+
+
 def compare_exploration(
     root, task=SPARSE_TASK, methods=EXPLORATION_METHODS, seeds=EXPLORATION_SEEDS
 ):
@@ -384,6 +403,9 @@ def main(argv=None):
     motion.add_argument('--out', help='write the result as JSON here')
     exploration = commands.add_parser('explore', help='upright excursions of a cartpole run')
     exploration.add_argument('--run', required=True, help="a run's logdir, with its episodes")
+    drift = commands.add_parser('drift', help='mean return and cart position of episodes')
+    drift.add_argument('--episodes', required=True, help='a directory of cartpole episodes')
+    drift.add_argument('--last', type=int, default=10, help='only the last N episodes')
     explorations = commands.add_parser(
         'explore-compare', help='C5: exploration and goal reached per method, and the verdict'
     )
@@ -407,6 +429,10 @@ def main(argv=None):
                 f'{len(farthest)} episodes: farthest upright |x| mean {np.mean(farthest):.2f}, '
                 f'max {np.max(farthest):.2f}; rewarded episodes {sum(rewarded)}'
             )
+            return 0
+        if args.command == 'drift':
+            mean_return, mean_position, count = cart_drift(args.episodes, args.last)
+            print(f'{count} episodes: return {mean_return:.1f}, cart position {mean_position:.2f}')
             return 0
         if args.command == 'collect':
             copies = collect(args.root, args.task, args.methods, args.out, args.seeds)
