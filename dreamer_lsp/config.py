@@ -332,6 +332,12 @@ def check(config):
         pathlib.Path(config.transfer.replay).expanduser()
     ):
         raise ConfigError(f'transfer.replay {config.transfer.replay!r} holds no episodes (*.npz)')
+    if config.skills.freeze_actor and config.skills.high_level not in ('cem', 'random'):
+        # Dreamer never reads the key, and hiro's high-level policy shares the actor's optimizer.
+        raise ConfigError(
+            "skills.freeze_actor freezes LSP's low-level actor alone and needs skills.high_level "
+            f'cem or random, got {config.skills.high_level!r}'
+        )
     if config.skills.freeze_actor and not source:
         # Fig. 5's fixed-policy variant freezes a *transferred* low-level actor.
         raise ConfigError(

@@ -82,8 +82,6 @@ def _plan_module(name, module, shapes):
     plan, mismatched = [], {}
     variables = module._flatten(with_path=True, predicate=lambda x: isinstance(x, tf.Variable))
     for path, variable in variables:
-        if any(str(part).startswith('_') for part in path):
-            continue  # shared random generator state, not a weight
         key = _checkpoint_key(name, path)
         label = '/'.join(map(str, (name, *path)))
         target_shape = variable.shape.as_list()

@@ -141,7 +141,11 @@ def _check_only(*args):
         (['--transfer.checkpoint', '{empty}'], 'holds no checkpoint'),
         (['--transfer.checkpoint', '{missing}'], 'is not a directory'),
         (['--transfer.replay', '{empty}'], 'holds no episodes'),
-        (['--skills.freeze_actor', 'true'], 'needs --transfer.checkpoint'),
+        (['--skills.freeze_actor', 'true'], 'needs skills.high_level cem or random'),
+        (
+            ['--skills.high_level', 'cem', '--skills.freeze_actor', 'true'],
+            'needs --transfer.checkpoint',
+        ),
     ],
 )
 def test_bad_input_is_refused_before_tensorflow_and_before_writing(tmp_path, flags, fragment):
