@@ -55,6 +55,19 @@ def episode_files(logdir):
     return sorted((logdir / 'train_episodes').glob('*.npz'))
 
 
+def wait_for(condition, process, timeout, what):
+    """Poll `condition()` until it holds; fail with the run's output if `process` ends first,
+    or clearly after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f'run ended before {what}:\n' + process.stdout.read()[-3000:])
+        if time.time() > deadline:
+            process.kill()
+            pytest.fail(f'no {what} within {timeout} s')
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope='module')
 def finished_run(built_once):
     """A finished 1,200-step Dreamer run (this worker's copy) and its program's output."""
@@ -131,12 +144,8 @@ def test_a_paused_run_resumes_as_if_it_had_not_stopped(finished_run, tmp_path):
     process = subprocess.Popen(
         command(logdir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
     )
-    deadline = time.time() + 300
     # Pause while training, past the prefill's two episodes.
-    while time.time() < deadline and len(episode_files(logdir)) < 3:
-        if process.poll() is not None:
-            pytest.fail('run ended before it could be paused:\n' + process.stdout.read()[-3000:])
-        time.sleep(0.1)
+    wait_for(lambda: len(episode_files(logdir)) >= 3, process, 300, 'a third stored episode')
     process.send_signal(signal.SIGUSR1)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output[-3000:]
@@ -229,19 +238,18 @@ def test_sigkill_resumes_without_losing_or_repeating(tmp_path, preset):
         text=True,
         cwd=ROOT,
     )
-    deadline = time.time() + 400
     # Kill after a checkpoint past the prefill's (step 400) and one more stored episode.
     latest = logdir / 'checkpoint' / 'latest'
-    while time.time() < deadline:
-        if (
+    wait_for(
+        lambda: (
             latest.exists()
             and 'ckpt-000000400' not in latest.read_text()
             and len(episode_files(logdir)) >= 5
-        ):
-            break
-        if process.poll() is not None:
-            pytest.fail('run ended before it could be killed:\n' + process.stdout.read()[-3000:])
-        time.sleep(0.1)
+        ),
+        process,
+        400,
+        "a checkpoint past the prefill's and a fifth stored episode",
+    )
     process.send_signal(signal.SIGKILL)
     process.wait()
     checkpoints = sorted((logdir / 'checkpoint').glob('ckpt-*'))
@@ -299,10 +307,8 @@ def test_sigterm_mid_update_checkpoints_and_resumes(tmp_path):
         text=True,
         cwd=ROOT,
     )
-    deadline = time.time() + 300
     # Terminate while the agent trains, between an action sent and its result collected.
-    while time.time() < deadline and len(episode_files(logdir)) < 3:
-        time.sleep(0.1)
+    wait_for(lambda: len(episode_files(logdir)) >= 3, process, 300, 'a third stored episode')
     time.sleep(1.0)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)

@@ -113,12 +113,6 @@ def test_skill_changes_only_every_k_steps():
     assert changes == [k, 2 * k]
 
 
-def test_evaluation_acts_with_the_planned_mean_deterministically_given_the_state():
-    agent = make('lsp')
-    _, state, extras = agent.act({'features': tf.ones((1, 5))}, agent.initial_state(), False)
-    assert extras['skill'].shape == (3,)
-
-
 @pytest.mark.parametrize('noise_acting', [True, False])
 def test_training_acts_with_the_skill_noise_when_cem_collapses(monkeypatch, noise_acting):
     # CEM's plan collapsed to a point: mean 0.5, std 0.
