@@ -207,6 +207,8 @@ def test_skill_rollouts_figure_from_a_checkpoint(source_run, tmp_path):
             '4',
             '--video-size',
             '32',
+            '--json',
+            str(tmp_path / 'motion.json'),
         ],
         capture_output=True,
         text=True,
@@ -220,6 +222,10 @@ def test_skill_rollouts_figure_from_a_checkpoint(source_run, tmp_path):
     assert image.shape == (3 * 34, 4 * 34, 3)  # 3 skills x (13 frames / stride 4) columns
     rows = [image[i * 34 : i * 34 + 32, -34:-2] for i in range(3)]
     assert not np.array_equal(rows[0], rows[1])  # different skills end in different states
+    # The motion report C3's verdict reads (tools.claims motion), and the line that prints it.
+    report = json.loads((tmp_path / 'motion.json').read_text())
+    assert report['ratio'] == pytest.approx(report['between_skills'] / report['within_skill'])
+    assert f'ratio {report["ratio"]:.2f}' in result.stdout
 
 
 def test_skill_motion_spreads_different_skills_in_the_simulator(source_run):
