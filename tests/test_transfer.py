@@ -17,7 +17,7 @@ from dreamer_lsp.envs import ProcessEnv
 from dreamer_lsp.rundir import RunDir
 from dreamer_lsp.train import Trainer
 from dreamer_lsp.transfer import load_matching, shared_entries, write_report
-from tools import cem_precision, skill_information, skill_rollouts
+from tools import acting_cem_noise, cem_precision, skill_information, skill_rollouts
 
 
 def make_config(logdir, *blocks, **overrides):
@@ -263,6 +263,23 @@ def test_cem_precision_measures_elite_agreement_on_a_runs_batches(source_run, tm
     assert '16 starts, 4 scoring calls, float32, fresh noise: identical' in output
     assert cem_precision.main(['--run', str(tmp_path)]) == 2
     assert 'error:' in capsys.readouterr().err
+
+
+def test_acting_cem_noise_from_a_runs_checkpoint(source_run, tmp_path, capsys):
+    out = tmp_path / 'noise.json'
+    argv = ['--run', str(source_run), '--particles', '1', '2', '--repeats', '2']
+    acting_cem_noise.main([*argv, '--reference', '4', '--warmup', '3', '--json', str(out)])
+    report = json.loads(out.read_text())
+    assert [row['particles'] for row in report['rows']] == [1, 2]
+    for row in report['rows']:
+        gap = row['elite_value_mean'] - row['chosen_plan_value_mean']
+        assert row['optimism'] == pytest.approx(gap)
+        assert all(np.isfinite(value) for value in row.values())
+    output = capsys.readouterr().out
+    assert output.count('particles ') == 2 and 'optimism' in output
+    with pytest.raises(SystemExit) as stopped:
+        acting_cem_noise.main(['--run', str(tmp_path)])
+    assert stopped.value.code == 2 and 'error:' in capsys.readouterr().err
 
 
 def test_pooled_log_density_by_hand():
