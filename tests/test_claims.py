@@ -312,3 +312,6 @@ def test_cart_drift_by_hand(tmp_path, capsys):
     assert claims.cart_drift(tmp_path, last=2) == (4.0, 0.75, 2)
     assert claims.main(['drift', '--episodes', str(tmp_path), '--last', '2']) == 0
     assert capsys.readouterr().out == '2 episodes: return 4.0, cart position 0.75\n'
+    # [-0:] would silently take every episode.
+    assert claims.main(['drift', '--episodes', str(tmp_path), '--last', '0']) == 2
+    assert '--last must be at least 1, got 0' in capsys.readouterr().err

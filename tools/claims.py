@@ -241,6 +241,8 @@ def cart_drift(episodes, last=10):
     """Mean return and mean cart position (qpos[:, 0]) over the `last` episodes of a directory of
     cartpole episodes, e.g. a source's episodes relabeled with a target reward: what a transfer
     target is seeded with, and whether the source's cart already sits near the target's goal."""
+    if last < 1:
+        raise scores.ScoreError(f'--last must be at least 1, got {last}')
     files = episode_files(episodes)[-last:]
     if not files:
         raise scores.ScoreError(f'no episodes in {episodes}')
