@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -265,12 +266,21 @@ EXPLORES_ONLY = dict(
 def test_exploration_verdict_by_hand(
     tmp_path, capsys, runs, reached, more_seeds, farther, means, stds
 ):
-    for method, seeds in runs.items():
-        for seed, episodes in enumerate(seeds):
-            write_exploring_run(tmp_path / SPARSE / method / str(seed), episodes)
-    write_exploring_run(tmp_path / SPARSE / 'dreamer' / '2', [(1.8, True)])  # not listed
-    out = tmp_path / 'summary.json'
-    assert claims.main(['explore-compare', '--root', str(tmp_path), '--out', str(out)]) == 0
+    reports = tmp_path / 'results'
+    listed = [
+        (method, str(seed), episodes)
+        for method in runs
+        for seed, episodes in enumerate(runs[method])
+    ]
+    for method, seed, episodes in listed + [('dreamer', '2', [(1.8, True)])]:  # seed 2: not listed
+        run = tmp_path / SPARSE / method / seed
+        write_exploring_run(run, episodes)
+        report = reports / f'exploration_{method}_{seed}.json'
+        assert claims.main(['explore', '--run', str(run), '--json', str(report)]) == 0
+    # The verdict reads only the reports: the episodes may have gone with their machine.
+    shutil.rmtree(tmp_path / SPARSE)
+    out = reports / 'summary.json'
+    assert claims.main(['explore-compare', '--root', str(reports), '--out', str(out)]) == 0
     result = json.loads(out.read_text())
     groups = [result['groups'][method] for method in ('lsp_fixed_policy', 'dreamer')]
     assert tuple(group['seeds_reaching_goal'] for group in groups) == reached
@@ -283,24 +293,35 @@ def test_exploration_verdict_by_hand(
     assert f'C5: {"passed" if more_seeds and farther else "failed"}' in capsys.readouterr().out
 
 
-def test_exploration_refuses_missing_and_unfinished_runs(tmp_path, capsys):
-    for seed in ('0', '1'):
-        write_exploring_run(tmp_path / SPARSE / 'lsp_fixed_policy' / seed, [(1.4, True)])
-    write_exploring_run(tmp_path / SPARSE / 'dreamer' / '0', [(0.2, False)])
-    args = ['explore-compare', '--root', str(tmp_path)]
-    assert claims.main(args) == 2
-    assert capsys.readouterr().err == (
-        f'claims: error: missing runs under {tmp_path / SPARSE}: dreamer seed 1\n'
-    )
+def test_exploration_refuses_unfinished_runs_and_missing_or_unreadable_reports(tmp_path, capsys):
     unfinished = tmp_path / SPARSE / 'dreamer' / '1'
     write_exploring_run(unfinished, [(0.2, False)])
     (unfinished / 'metrics.jsonl').write_text(json.dumps({'step': 8000, 'test/return': 0.0}))
-    assert claims.main(args) == 2
+    report = tmp_path / 'exploration_dreamer_1.json'
+    assert claims.main(['explore', '--run', str(unfinished), '--json', str(report)]) == 2
     assert 'is unfinished: its last evaluation is at step 8000' in capsys.readouterr().err
+    assert not report.exists()
     # One run on its own is still read as it goes, finished or not.
     assert claims.main(['explore', '--run', str(unfinished)]) == 0
     assert capsys.readouterr().out == (
         '1 episodes: farthest upright |x| mean 0.20, max 0.20; rewarded episodes 0\n'
+    )
+    for method, seed in (('lsp_fixed_policy', 0), ('lsp_fixed_policy', 1), ('dreamer', 0)):
+        payload = dict(run='r', farthest=[1.4], rewarded=[True])
+        (tmp_path / f'exploration_{method}_{seed}.json').write_text(json.dumps(payload))
+    args = ['explore-compare', '--root', str(tmp_path)]
+    assert claims.main(args) == 2
+    assert capsys.readouterr().err == f'claims: error: missing exploration reports: {report}\n'
+    report.write_text(json.dumps(dict(run='r', farthest=[0.2, 0.3], rewarded=[False])))
+    assert claims.main(args) == 2
+    assert capsys.readouterr().err == (
+        f'claims: error: {report} has 2 farthest and 1 rewarded entries; '
+        'it needs one of each per episode\n'
+    )
+    report.write_text('{}')
+    assert claims.main(args) == 2
+    assert capsys.readouterr().err == (
+        f"claims: error: cannot read the exploration report {report}: KeyError('farthest')\n"
     )
 
 

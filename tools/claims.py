@@ -4,14 +4,14 @@
         --task dmc_cartpole_balance --methods lsp dreamer random_skills randskills_inp \\
         --random 300 --out results/c1/summary.json
     python -m tools.claims motion --root results/c3 --out results/c3/summary.json
-    python -m tools.claims explore-compare --root runs/learning_check/batch8 \\
-        --out results/c5/summary.json
     python -m tools.claims explore \\
-        --run runs/learning_check/batch8/dmc_cartpole_reach_sparse/dreamer/0
+        --run runs/learning_check/batch8/dmc_cartpole_reach_sparse/dreamer/0 \\
+        --json results/c5/exploration_dreamer_0.json
+    python -m tools.claims explore-compare --root results/c5 --out results/c5/summary.json
 
 Runs are laid out `<root>/<task>/<method>/<seed>/`. Every command but `explore` scores exactly
-the seeds it is given (`--seeds`): while any of them lacks its finished run (or its motion
-report), it names what is missing and gives no verdict.
+the seeds it is given (`--seeds`): while any of them lacks its finished run (or its motion or
+exploration report), it names what is missing and gives no verdict.
 
 `compare` prints each seed's number, mean ± std over seeds (ddof 0, as every table of this
 project) and, for every ordered pair of methods, whether the first *beats* the second (mean
@@ -35,8 +35,10 @@ target, what the target starts from (C4's diagnosis).
 
 `explore` reads a cartpole run's stored training episodes and prints the farthest cart position
 reached with the pole upright (cos θ ≥ 0.995), over its episodes, and how many episodes earned
-any reward. `explore-compare` (C5) does so for seeds 0 and 1 of `lsp_fixed_policy` and `dreamer`
-on `dmc_cartpole_reach_sparse` (by default): a run's exploration is that farthest position
+any reward; with `--json` it refuses an unfinished run and writes each episode's two figures, the
+run's exploration report. Episodes are not committed and go with their machine, so C5's
+`explore-compare` reads these reports, `<root>/exploration_<method>_<seed>.json`, for seeds 0 and
+1 of `lsp_fixed_policy` and `dreamer` (by default): a run's exploration is its farthest position
 averaged over its episodes, and it reaches the goal when any episode earned a reward. C5 passes
 when the first method reaches the goal on more seeds than the second and its exploration beats
 the second's.
@@ -60,7 +62,6 @@ METRICS = ('final', 'whole')
 SEEDS = ('0', '1', '2')
 MOTION_RATIO_THRESHOLD = 1.5
 MOTION_ARMS = ('lsp', 'lsp_no_noise')
-SPARSE_TASK = 'dmc_cartpole_reach_sparse'
 EXPLORATION_METHODS = ('lsp_fixed_policy', 'dreamer')
 EXPLORATION_SEEDS = ('0', '1')
 
@@ -178,9 +179,20 @@ def collect(root, task, methods, out, seeds=SEEDS):
     return copies
 
 
-def motion_report_path(root, arm, seed):
-    """Where the C3 protocol's command writes the motion report of `arm`'s seed `seed`."""
-    return Path(root, f'motion_{arm}_{seed}.json')
+def report_paths(root, kind, seeds_of):
+    """The reports `{arm: {seed: <root>/<kind>_<arm>_<seed>.json}}` of every arm and its seeds
+    in `seeds_of` ({arm: seeds}), as the protocols' commands write them; one ScoreError naming
+    every report that does not exist."""
+    paths = {
+        arm: {str(seed): Path(root, f'{kind}_{arm}_{seed}.json') for seed in seeds}
+        for arm, seeds in seeds_of.items()
+    }
+    missing = [
+        str(path) for by_seed in paths.values() for path in by_seed.values() if not path.is_file()
+    ]
+    if missing:
+        raise scores.ScoreError(f'missing {kind} reports: {", ".join(missing)}')
+    return paths
 
 
 def motion_ratio(path):
@@ -195,16 +207,8 @@ def compare_motion(root, seeds=SEEDS, no_noise_seeds=SEEDS):
     """C3's verdicts from the motion reports under `root` of `lsp` (`seeds`) and `lsp_no_noise`
     (`no_noise_seeds`): C3a, every `lsp` ratio above MOTION_RATIO_THRESHOLD; C3b, `lsp`'s ratio
     beats `lsp_no_noise`'s, or None (not run) without `no_noise_seeds`."""
-    reports = {
-        arm: {str(seed): motion_report_path(root, arm, seed) for seed in arm_seeds}
-        for arm, arm_seeds in zip(MOTION_ARMS, (seeds, no_noise_seeds))
-        if arm_seeds
-    }
-    missing = [
-        str(path) for by_seed in reports.values() for path in by_seed.values() if not path.is_file()
-    ]
-    if missing:
-        raise scores.ScoreError(f'missing motion reports: {", ".join(missing)}')
+    seeds_of = dict(zip(MOTION_ARMS, (seeds, no_noise_seeds)))
+    reports = report_paths(root, 'motion', {arm: s for arm, s in seeds_of.items() if s})
     groups = {}
     for arm, by_seed in reports.items():
         per_seed = {seed: motion_ratio(path) for seed, path in by_seed.items()}
@@ -254,18 +258,39 @@ def cart_drift(episodes, last=10):
     return float(np.mean(returns)), float(np.mean(positions)), len(files)
 
 
-def compare_exploration(
-    root, task=SPARSE_TASK, methods=EXPLORATION_METHODS, seeds=EXPLORATION_SEEDS
-):
-    """C5's verdict on the finished runs of `methods`, an explorer and its baseline, on `task`
-    under `root`, over exactly `seeds`: the explorer passes when it reaches the goal on more
-    seeds than the baseline and its exploration beats the baseline's."""
+def exploration_report(run):
+    """A finished run's exploration report: each stored episode's farthest upright |x| and
+    whether it was rewarded (`upright_excursions`), what C5's verdict reads."""
+    evaluations(run)  # refuses an unfinished run, whose episodes are not all stored
+    farthest, rewarded = upright_excursions(run)
+    return dict(run=str(run), farthest=farthest, rewarded=rewarded)
+
+
+def read_exploration_report(path):
+    """The episodes' farthest upright |x| and rewarded flags of a report from `explore --json`."""
+    try:
+        report = json.loads(Path(path).read_text())
+        farthest = [float(value) for value in report['farthest']]
+        rewarded = [bool(value) for value in report['rewarded']]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise scores.ScoreError(f'cannot read the exploration report {path}: {error!r}') from None
+    if not farthest or len(farthest) != len(rewarded):
+        raise scores.ScoreError(
+            f'{path} has {len(farthest)} farthest and {len(rewarded)} '
+            'rewarded entries; it needs one of each per episode'
+        )
+    return farthest, rewarded
+
+
+def compare_exploration(root, methods=EXPLORATION_METHODS, seeds=EXPLORATION_SEEDS):
+    """C5's verdict from the exploration reports under `root` of `methods`, an explorer and its
+    baseline, over exactly `seeds`: the explorer passes when it reaches the goal on more seeds
+    than the baseline and its exploration beats the baseline's."""
     groups = {}
-    for method, by_seed in seed_runs(root, task, methods, seeds).items():
+    for method, by_seed in report_paths(root, 'exploration', {m: seeds for m in methods}).items():
         per_seed, reached_goal = {}, {}
-        for seed, run in by_seed.items():
-            evaluations(run)  # refuses an unfinished run, whose episodes are not all stored
-            farthest, rewarded = upright_excursions(run)
+        for seed, path in by_seed.items():
+            farthest, rewarded = read_exploration_report(path)
             per_seed[seed], reached_goal[seed] = float(np.mean(farthest)), any(rewarded)
         groups[method] = dict(
             per_seed=per_seed,
@@ -277,7 +302,6 @@ def compare_exploration(
     more_seeds_reach_goal = explorer['seeds_reaching_goal'] > baseline['seeds_reaching_goal']
     explores_farther = beats(explorer, baseline)
     return dict(
-        task=task,
         groups=groups,
         more_seeds_reach_goal=more_seeds_reach_goal,
         explores_farther=explores_farther,
@@ -344,7 +368,7 @@ def format_motion(result):
 def format_exploration(result):
     """C5 as markdown: every run's exploration, the seeds reaching the goal, then the verdict."""
     explorer, baseline = result['groups']
-    lines = [f"C5 on {result['task']}: farthest upright |x|, averaged over a run's episodes", '']
+    lines = ["C5: farthest upright |x|, averaged over a run's episodes", '']
     lines += format_groups(result['groups'], 2)
     lines.append('')
     for method, group in result['groups'].items():
@@ -405,6 +429,9 @@ def main(argv=None):
     motion.add_argument('--out', help='write the result as JSON here')
     exploration = commands.add_parser('explore', help='upright excursions of a cartpole run')
     exploration.add_argument('--run', required=True, help="a run's logdir, with its episodes")
+    exploration.add_argument(
+        '--json', help="write a finished run's exploration report here (what C5 reads)"
+    )
     drift = commands.add_parser('drift', help='mean return and cart position of episodes')
     drift.add_argument('--episodes', required=True, help='a directory of cartpole episodes')
     drift.add_argument('--last', type=int, default=10, help='only the last N episodes')
@@ -412,9 +439,8 @@ def main(argv=None):
         'explore-compare', help='C5: exploration and goal reached per method, and the verdict'
     )
     explorations.add_argument(
-        '--root', required=True, help='runs as <root>/<task>/<method>/<seed>, with episodes'
+        '--root', required=True, help='the directory of exploration_<method>_<seed>.json'
     )
-    explorations.add_argument('--task', default=SPARSE_TASK)
     explorations.add_argument(
         '--methods',
         nargs=2,
@@ -426,7 +452,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.command == 'explore':
-            farthest, rewarded = upright_excursions(args.run)
+            if args.json:
+                report = exploration_report(args.run)
+                atomic_write_text(args.json, json.dumps(report, indent=1) + '\n')
+                farthest, rewarded = report['farthest'], report['rewarded']
+            else:
+                farthest, rewarded = upright_excursions(args.run)
             print(
                 f'{len(farthest)} episodes: farthest upright |x| mean {np.mean(farthest):.2f}, '
                 f'max {np.max(farthest):.2f}; rewarded episodes {sum(rewarded)}'
@@ -449,7 +480,7 @@ def main(argv=None):
             result = compare_motion(args.root, args.seeds, args.no_noise_seeds)
             text = format_motion(result)
         else:
-            result = compare_exploration(args.root, args.task, args.methods, args.seeds)
+            result = compare_exploration(args.root, args.methods, args.seeds)
             text = format_exploration(result)
     except scores.ScoreError as error:
         print(f'claims: error: {error}', file=sys.stderr)
