@@ -333,6 +333,12 @@ def test_cart_drift_by_hand(tmp_path, capsys):
     assert claims.cart_drift(tmp_path, last=2) == (4.0, 0.75, 2)
     assert claims.main(['drift', '--episodes', str(tmp_path), '--last', '2']) == 0
     assert capsys.readouterr().out == '2 episodes: return 4.0, cart position 0.75\n'
+    report = tmp_path / 'drift.json'
+    assert claims.main(['drift', '--episodes', str(tmp_path), '--json', str(report)]) == 0
+    # All three: returns 200, 3 and 5; cart at 9, 0.5 and 1.
+    assert json.loads(report.read_text()) == dict(
+        episodes=str(tmp_path), count=3, mean_return=pytest.approx(208 / 3), mean_cart_position=3.5
+    )
     # [-0:] would silently take every episode.
     assert claims.main(['drift', '--episodes', str(tmp_path), '--last', '0']) == 2
     assert '--last must be at least 1, got 0' in capsys.readouterr().err

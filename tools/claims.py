@@ -31,7 +31,8 @@ seed reports C3b as not run (null in the JSON).
 
 `drift --episodes DIR` prints the mean return and mean cart position of the last 10 episodes
 (`--last`) of a directory of cartpole episodes: on a source's episodes relabeled for a transfer
-target, what the target starts from (C4's diagnosis).
+target, what the target starts from (C4's diagnosis); `--json` also writes these figures, which
+outlive the episodes.
 
 `explore` reads a cartpole run's stored training episodes and prints the farthest cart position
 reached with the pole upright (cos θ ≥ 0.995), over its episodes, and how many episodes earned
@@ -435,6 +436,7 @@ def main(argv=None):
     drift = commands.add_parser('drift', help='mean return and cart position of episodes')
     drift.add_argument('--episodes', required=True, help='a directory of cartpole episodes')
     drift.add_argument('--last', type=int, default=10, help='only the last N episodes')
+    drift.add_argument('--json', help='also write the figures here (episodes are not committed)')
     explorations = commands.add_parser(
         'explore-compare', help='C5: exploration and goal reached per method, and the verdict'
     )
@@ -465,6 +467,14 @@ def main(argv=None):
             return 0
         if args.command == 'drift':
             mean_return, mean_position, count = cart_drift(args.episodes, args.last)
+            if args.json:
+                report = dict(
+                    episodes=str(args.episodes),
+                    count=count,
+                    mean_return=mean_return,
+                    mean_cart_position=mean_position,
+                )
+                atomic_write_text(args.json, json.dumps(report, indent=1) + '\n')
             print(f'{count} episodes: return {mean_return:.1f}, cart position {mean_position:.2f}')
             return 0
         if args.command == 'collect':
